@@ -1,0 +1,50 @@
+# Two commands matter: `make run` and `make test`. Everything they need is installed here.
+
+RUNTIME_DIR ?= /opt/runbox
+export RUNTIME_DIR
+export NSJAIL_PATH ?= $(RUNTIME_DIR)/bin/nsjail
+export PYTHON_RUNTIME ?= $(RUNTIME_DIR)/python
+export NSJAIL_CONFIG ?= $(CURDIR)/nsjail.cfg
+PORT ?= 8080
+export PORT
+DATABASE_URL ?= sqlite://$(CURDIR)/data/jobs.db
+export DATABASE_URL
+CARGO ?= cargo
+
+.PHONY: run test provision build api worker lint bench clean
+
+## provision: install the sandbox runtime (Python + numpy + pandas) and nsjail; idempotent
+provision:
+	@scripts/provision.sh
+
+build:
+	$(CARGO) build --release --locked --bins
+
+## run: start the API on 127.0.0.1:$(PORT) and one worker on SQLite; Ctrl-C stops both
+run: provision build
+	@scripts/run.sh
+
+## api / worker: start one process (e.g. extra workers: `make worker` in another terminal)
+api: provision build
+	./target/release/api
+
+worker: provision build
+	./target/release/worker
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## test: provision, format check, clippy, unit and end-to-end tests with real nsjail
+test: provision lint
+	$(CARGO) build --workspace --bins --locked
+	$(CARGO) nextest run --workspace --locked --no-fail-fast
+
+## bench: sandbox floor and /execute latency/throughput
+bench: provision
+	$(CARGO) build --release --locked --bins --examples
+	scripts/bench.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf data

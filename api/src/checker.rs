@@ -1,0 +1,52 @@
+//! Runs script validation off the async runtime, on threads with a large stack, at most a
+//! few at a time, so hostile scripts cannot stall or crash the server.
+
+use std::time::Duration;
+
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::error::ApiError;
+use crate::validation::{validate, MainKind};
+
+/// Stack of each validation thread: deep-but-legal nesting recurses in the parser.
+const STACK_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long a request waits for a validation slot before getting a 503.
+const QUEUE_WAIT: Duration = Duration::from_secs(10);
+
+/// Bounded, off-runtime access to [`validate`].
+pub struct ScriptChecker {
+    slots: Semaphore,
+}
+
+impl ScriptChecker {
+    #[must_use]
+    pub fn new(concurrency: usize) -> Self {
+        Self {
+            slots: Semaphore::new(concurrency.max(1)),
+        }
+    }
+
+    /// Validates `script` on a dedicated thread.
+    ///
+    /// # Errors
+    /// The script's 400, or 503 when validation capacity stays busy.
+    pub async fn check(&self, script: String) -> Result<MainKind, ApiError> {
+        let _slot = tokio::time::timeout(QUEUE_WAIT, self.slots.acquire())
+            .await
+            .map_err(|_| ApiError::Busy)?
+            .map_err(|_| ApiError::Busy)?;
+        let (tx, rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("validate".into())
+            .stack_size(STACK_BYTES)
+            .spawn(move || {
+                let _ = tx.send(validate(&script));
+            })
+            .map_err(|e| ApiError::Internal(format!("cannot start validation thread: {e}")))?;
+        let verdict = rx
+            .await
+            .map_err(|_| ApiError::Internal("validation thread panicked".to_owned()))?;
+        Ok(verdict?)
+    }
+}

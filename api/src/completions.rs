@@ -1,0 +1,72 @@
+//! Waiting for jobs to finish: requests register the job they wait on, and one background
+//! task asks the store about all of them in a single query per tick and wakes the owners.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shared::job::JobId;
+use shared::store::JobStore;
+use tokio::sync::{oneshot, Notify};
+
+/// Registry of in-flight waits, shared by all requests of one API process.
+#[derive(Default)]
+pub struct Completions {
+    waiting: Mutex<HashMap<JobId, Vec<oneshot::Sender<()>>>>,
+    registered: Notify,
+}
+
+impl Completions {
+    /// Waits until `id` reaches a terminal status or `limit` passes; true if it finished.
+    pub async fn wait(&self, id: JobId, limit: Duration) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.lock().entry(id).or_default().push(tx);
+        self.registered.notify_one();
+        matches!(tokio::time::timeout(limit, rx).await, Ok(Ok(())))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Vec<oneshot::Sender<()>>>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Ids still awaited by someone; waits abandoned by their request are dropped here.
+    fn awaited(&self) -> Vec<JobId> {
+        let mut waiting = self.lock();
+        waiting.retain(|_, senders| {
+            senders.retain(|s| !s.is_closed());
+            !senders.is_empty()
+        });
+        waiting.keys().copied().collect()
+    }
+
+    fn wake(&self, id: JobId) {
+        if let Some(senders) = self.lock().remove(&id) {
+            for sender in senders {
+                let _ = sender.send(());
+            }
+        }
+    }
+
+    /// The polling loop; runs for the life of the process. Idle (no waiters) it sleeps until
+    /// a request registers.
+    pub async fn run(self: Arc<Self>, store: Arc<dyn JobStore>, every: Duration) {
+        loop {
+            let ids = self.awaited();
+            if ids.is_empty() {
+                self.registered.notified().await;
+                continue;
+            }
+            match store.terminal_among(&ids).await {
+                Ok(finished) => {
+                    for id in finished {
+                        self.wake(id);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "checking for finished jobs failed"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! API settings: where to listen, request limits, how long `/execute` waits.
+
+use std::time::Duration;
+
+use shared::config::{LogConfig, StoreConfig};
+
+/// Everything the `api` binary is configured with; `api --help` lists it.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "api",
+    about = "HTTP API that validates Python scripts and queues them as jobs."
+)]
+pub struct ApiConfig {
+    #[command(flatten)]
+    pub store: StoreConfig,
+
+    #[command(flatten)]
+    pub log: LogConfig,
+
+    #[command(flatten)]
+    pub limits: RequestLimits,
+
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Extra time `/execute` waits beyond the job's timeout (queueing, sandbox start) before
+    /// answering 202 with the job id, in seconds.
+    #[arg(long, env = "QUEUE_GRACE_SECS", default_value_t = 30.0)]
+    pub queue_grace_secs: f64,
+
+    /// How often waiting `/execute` requests check for finished jobs, in milliseconds.
+    #[arg(long, env = "COMPLETION_POLL_MS", default_value_t = 20)]
+    pub completion_poll_ms: u64,
+
+    /// Scripts validated at the same time (default: number of CPUs).
+    #[arg(long, env = "VALIDATION_CONCURRENCY")]
+    pub validation_concurrency: Option<usize>,
+}
+
+impl ApiConfig {
+    #[must_use]
+    pub fn queue_grace(&self) -> Duration {
+        Duration::try_from_secs_f64(self.queue_grace_secs).unwrap_or(Duration::from_secs(30))
+    }
+
+    #[must_use]
+    pub fn completion_poll(&self) -> Duration {
+        Duration::from_millis(self.completion_poll_ms.max(1))
+    }
+
+    #[must_use]
+    pub fn validation_concurrency(&self) -> usize {
+        self.validation_concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
+            .max(1)
+    }
+}
+
+/// Bounds on what a request may ask for.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct RequestLimits {
+    /// Largest accepted script, in bytes of UTF-8.
+    #[arg(long, env = "MAX_SCRIPT_BYTES", default_value_t = 256 * 1024)]
+    pub max_script_bytes: usize,
+
+    /// Timeout of a job whose request names none, in seconds.
+    #[arg(long, env = "DEFAULT_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub default_timeout_secs: f64,
+
+    /// Largest timeout a request may ask for, in seconds.
+    #[arg(long, env = "MAX_TIMEOUT_SECS", default_value_t = 60.0)]
+    pub max_timeout_secs: f64,
+
+    /// Memory of a job whose request names none, in MiB.
+    #[arg(long, env = "DEFAULT_MEMORY_MB", default_value_t = 256)]
+    pub default_memory_mb: u32,
+
+    /// Smallest memory a request may ask for, in MiB.
+    #[arg(long, env = "MIN_MEMORY_MB", default_value_t = 32)]
+    pub min_memory_mb: u32,
+
+    /// Largest memory a request may ask for, in MiB.
+    #[arg(long, env = "MAX_MEMORY_MB", default_value_t = 1024)]
+    pub max_memory_mb: u32,
+}
+
+impl RequestLimits {
+    /// Largest request body read: room for the script JSON-escaped (a character can take up
+    /// to six bytes as `\uXXXX`) plus the other fields. Larger bodies get a 413 unread.
+    #[must_use]
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_script_bytes
+            .saturating_mul(6)
+            .saturating_add(64 * 1024)
+    }
+}

@@ -1,0 +1,74 @@
+//! The HTTP API: validates scripts, queues them as jobs, waits for and reports outcomes.
+
+pub mod checker;
+pub mod completions;
+pub mod config;
+pub mod error;
+pub mod request;
+pub mod routes;
+pub mod state;
+pub mod validation;
+pub mod view;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::http::{HeaderName, Request};
+use axum::response::IntoResponse;
+use axum::Router;
+use shared::store::JobStore;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::checker::ScriptChecker;
+use crate::completions::Completions;
+use crate::config::ApiConfig;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The application with its middleware, ready to serve.
+pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> Router {
+    let completions = Arc::new(Completions::default());
+    tokio::spawn(Arc::clone(&completions).run(Arc::clone(&store), config.completion_poll()));
+    let state = AppState {
+        store,
+        limits: config.limits,
+        checker: Arc::new(ScriptChecker::new(config.validation_concurrency())),
+        completions,
+        queue_grace: config.queue_grace(),
+    };
+    routes::router(state)
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("handler panicked".to_owned()).into_response()
+        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let id = request
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,249 @@
+//! The body of `POST /execute`, `/jobs` and `/validate`: read with a size cap, parsed as JSON,
+//! each field checked with a message that names it. Every failure is our JSON error.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use axum::http::header::CONTENT_LENGTH;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use shared::job::Limits;
+
+use crate::config::RequestLimits;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Bodies past the limit are still read (and dropped) up to this size, so a client that is
+/// still sending gets our 413 instead of a connection reset.
+const DRAIN_LIMIT: usize = 32 * 1024 * 1024;
+
+/// A checked request to run a script.
+#[derive(Debug, Clone)]
+pub struct ScriptRequest {
+    pub script: String,
+    pub limits: Limits,
+}
+
+impl FromRequest<AppState> for ScriptRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limits = state.limits;
+        let body = read_body(req, limits.max_body_bytes()).await?;
+        parse(&body, &limits)
+    }
+}
+
+async fn read_body(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = ApiError::TooLarge {
+        what: "request body",
+        limit,
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut body: Body = req.into_body();
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        return Err(too_large);
+    }
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::InvalidJson(format!("could not read body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen <= limit {
+            kept.extend_from_slice(&data);
+        } else if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(too_large);
+    }
+    Ok(kept)
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::InvalidField {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Checks a body against the limits; pure so every rule has a unit test.
+///
+/// # Errors
+/// The 400 or 413 the request deserves.
+pub fn parse(body: &[u8], limits: &RequestLimits) -> Result<ScriptRequest, ApiError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let Value::Object(fields) = value else {
+        return Err(ApiError::InvalidJson(
+            "expected a JSON object like {\"script\": \"def main(): ...\"}".to_owned(),
+        ));
+    };
+    let script = match fields.get("script") {
+        None | Some(Value::Null) => return Err(invalid("script", "`script` is required")),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(invalid("script", "`script` must be a string")),
+    };
+    if script.trim().is_empty() {
+        return Err(invalid("script", "`script` is empty"));
+    }
+    if script.len() > limits.max_script_bytes {
+        return Err(ApiError::TooLarge {
+            what: "script",
+            limit: limits.max_script_bytes,
+        });
+    }
+    let timeout = match fields.get("timeout") {
+        None | Some(Value::Null) => limits.default_timeout_secs,
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+        Some(_) => f64::NAN,
+    };
+    if !(timeout > 0.0 && timeout <= limits.max_timeout_secs) {
+        return Err(invalid(
+            "timeout",
+            format!(
+                "`timeout` must be a number of seconds greater than 0 and at most {}",
+                limits.max_timeout_secs
+            ),
+        ));
+    }
+    let memory_mb = match fields.get("memory_mb") {
+        None | Some(Value::Null) => Some(limits.default_memory_mb),
+        Some(Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Some(_) => None,
+    };
+    let memory_mb = memory_mb
+        .filter(|m| (limits.min_memory_mb..=limits.max_memory_mb).contains(m))
+        .ok_or_else(|| {
+            invalid(
+                "memory_mb",
+                format!(
+                    "`memory_mb` must be a whole number of MiB from {} to {}",
+                    limits.min_memory_mb, limits.max_memory_mb
+                ),
+            )
+        })?;
+    Ok(ScriptRequest {
+        script,
+        limits: Limits {
+            timeout: Duration::from_secs_f64(timeout),
+            memory_mb,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: RequestLimits = RequestLimits {
+        max_script_bytes: 1000,
+        default_timeout_secs: 10.0,
+        max_timeout_secs: 60.0,
+        default_memory_mb: 256,
+        min_memory_mb: 32,
+        max_memory_mb: 1024,
+    };
+
+    fn field_of(result: &Result<ScriptRequest, ApiError>) -> Option<&'static str> {
+        match result {
+            Err(ApiError::InvalidField { field, .. }) => Some(field),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn defaults_apply_when_limits_are_omitted() {
+        let request = parse(br#"{"script": "def main(): pass"}"#, &LIMITS).expect("valid");
+        assert_eq!(request.limits.timeout, Duration::from_secs(10));
+        assert_eq!(request.limits.memory_mb, 256);
+    }
+
+    #[test]
+    fn fractional_timeouts_are_accepted() {
+        let request = parse(
+            br#"{"script": "x", "timeout": 2.5, "memory_mb": 64}"#,
+            &LIMITS,
+        )
+        .expect("valid");
+        assert_eq!(request.limits.timeout, Duration::from_millis(2500));
+        assert_eq!(request.limits.memory_mb, 64);
+    }
+
+    #[test]
+    fn body_that_is_not_json_is_rejected() {
+        assert!(matches!(
+            parse(b"script=1", &LIMITS),
+            Err(ApiError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            parse(b"[1]", &LIMITS),
+            Err(ApiError::InvalidJson(_))
+        ));
+    }
+
+    #[test]
+    fn script_must_be_a_non_empty_string() {
+        assert_eq!(field_of(&parse(br"{}", &LIMITS)), Some("script"));
+        assert_eq!(
+            field_of(&parse(br#"{"script": 5}"#, &LIMITS)),
+            Some("script")
+        );
+        assert_eq!(
+            field_of(&parse(br#"{"script": "  \n"}"#, &LIMITS)),
+            Some("script")
+        );
+    }
+
+    #[test]
+    fn timeout_must_be_a_number_in_range() {
+        for body in [
+            r#"{"script": "x", "timeout": "5"}"#,
+            r#"{"script": "x", "timeout": true}"#,
+            r#"{"script": "x", "timeout": 0}"#,
+            r#"{"script": "x", "timeout": -1}"#,
+            r#"{"script": "x", "timeout": 61}"#,
+        ] {
+            assert_eq!(
+                field_of(&parse(body.as_bytes(), &LIMITS)),
+                Some("timeout"),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn memory_must_be_whole_mib_in_range() {
+        for body in [
+            r#"{"script": "x", "memory_mb": 1.5}"#,
+            r#"{"script": "x", "memory_mb": 16}"#,
+            r#"{"script": "x", "memory_mb": 4096}"#,
+            r#"{"script": "x", "memory_mb": "64"}"#,
+        ] {
+            assert_eq!(
+                field_of(&parse(body.as_bytes(), &LIMITS)),
+                Some("memory_mb"),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_script_is_payload_too_large() {
+        let body = serde_json::json!({ "script": "#".repeat(1001) }).to_string();
+        assert!(matches!(
+            parse(body.as_bytes(), &LIMITS),
+            Err(ApiError::TooLarge { what: "script", .. })
+        ));
+    }
+}

@@ -1,0 +1,21 @@
+//! What every handler can reach: the store, the request limits, the validator and the
+//! completion waiters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::store::JobStore;
+
+use crate::checker::ScriptChecker;
+use crate::completions::Completions;
+use crate::config::RequestLimits;
+
+/// Shared handler state; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn JobStore>,
+    pub limits: RequestLimits,
+    pub checker: Arc<ScriptChecker>,
+    pub completions: Arc<Completions>,
+    pub queue_grace: Duration,
+}

@@ -1,0 +1,192 @@
+//! `TestApp`: one API process and (optionally) one worker process on a fresh database, with
+//! a method per endpoint.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub database_url: String,
+    _dir: tempfile::TempDir,
+    _api: Child,
+    workers: Vec<Child>,
+}
+
+/// The directory holding the built `api` and `worker` binaries.
+fn bin_dir() -> PathBuf {
+    let api = PathBuf::from(env!("CARGO_BIN_EXE_api"));
+    api.parent().expect("binary has a directory").to_path_buf()
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Settings a test may change.
+#[derive(Clone)]
+pub struct Options {
+    pub with_worker: bool,
+    pub api_env: Vec<(&'static str, String)>,
+    pub worker_env: Vec<(&'static str, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            with_worker: true,
+            api_env: Vec::new(),
+            worker_env: Vec::new(),
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database_url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let port = free_port();
+    let mut api = Command::new(bin_dir().join("api"));
+    api.env("DATABASE_URL", &database_url)
+        .env("PORT", port.to_string())
+        .env("HOST", "127.0.0.1")
+        .env("RUST_LOG", "warn")
+        .envs(options.api_env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    let api = api.spawn().expect("start api");
+    let mut app = TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::new(),
+        database_url,
+        _dir: dir,
+        _api: api,
+        workers: Vec::new(),
+    };
+    app.wait_until_ready().await;
+    if options.with_worker {
+        app.start_worker(&options.worker_env);
+    }
+    app
+}
+
+impl TestApp {
+    async fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(response) = self.client.get(format!("{}/ready", self.base)).send().await {
+                if response.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("api did not become ready");
+    }
+
+    /// Starts a worker process; it stops when the app is dropped.
+    pub fn start_worker(&mut self, extra_env: &[(&'static str, String)]) {
+        let root = repo_root();
+        // Distinct outside uids per test process, so per-uid limits of concurrently running
+        // tests never add up.
+        let uid_base = 200_000 + (std::process::id() % 50_000) * 16;
+        let runtime = std::env::var("RUNTIME_DIR").unwrap_or_else(|_| "/opt/runbox".into());
+        let mut worker = Command::new(bin_dir().join("worker"));
+        worker
+            .current_dir(&root)
+            .env("DATABASE_URL", &self.database_url)
+            .env("NSJAIL_PATH", format!("{runtime}/bin/nsjail"))
+            .env("PYTHON_RUNTIME", format!("{runtime}/python"))
+            .env("NSJAIL_CONFIG", root.join("nsjail.cfg"))
+            .env("WORKER_CONCURRENCY", "2")
+            .env("SANDBOX_UID_BASE", uid_base.to_string())
+            .env("RUST_LOG", "warn")
+            .envs(extra_env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
+        self.workers.push(worker.spawn().expect("start worker"));
+    }
+
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {text}"));
+        (status, value)
+    }
+
+    pub async fn execute(&self, body: Value) -> (StatusCode, Value) {
+        self.post("/execute", body.to_string()).await
+    }
+
+    /// Runs `script` with default limits.
+    pub async fn run(&self, script: &str) -> (StatusCode, Value) {
+        self.execute(json!({ "script": script })).await
+    }
+
+    pub async fn submit(&self, body: Value) -> (StatusCode, Value) {
+        self.post("/jobs", body.to_string()).await
+    }
+
+    pub async fn validate(&self, body: Value) -> (StatusCode, Value) {
+        self.post("/validate", body.to_string()).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {text}"));
+        (status, value)
+    }
+
+    pub async fn job(&self, id: &str) -> (StatusCode, Value) {
+        self.get(&format!("/jobs/{id}")).await
+    }
+
+    /// Polls `GET /jobs/<id>` until the job is terminal.
+    pub async fn wait_for_terminal(&self, id: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (status, job) = self.job(id).await;
+            assert_eq!(status, StatusCode::OK, "{job}");
+            let state = job["status"].as_str().unwrap_or_default().to_owned();
+            if !matches!(state.as_str(), "queued" | "running") {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {id} still {state}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

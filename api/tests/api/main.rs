@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `api` and `worker` binaries against a temporary SQLite file and
+//! real nsjail sandboxes.
+
+mod app;
+mod execute;
+mod jobs;
+mod readme;
+mod validate;

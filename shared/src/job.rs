@@ -1,0 +1,318 @@
+//! The job model: what a client submits, what a worker claims, and how a run ends.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+/// Identifier of a job, a random UUID chosen at enqueue time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub Uuid);
+
+impl JobId {
+    /// A fresh random id.
+    #[must_use]
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// Where a job is in its life. `Queued` and `Running` are the only non-terminal states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+impl JobStatus {
+    /// The spelling used in the API and in the jobs table.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the spelling returned by [`JobStatus::as_str`].
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "timed_out" => Self::TimedOut,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// True once the job can no longer change.
+    #[must_use]
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
+    }
+}
+
+/// Why a finished job did not succeed. Stable strings: clients branch on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The sandbox's own `compile()` rejected the script.
+    SyntaxError,
+    /// The module has no callable `main` at run time.
+    MissingMain,
+    /// `main()` (or the module body) raised.
+    Exception,
+    /// `main()` returned a value that has no strict JSON form.
+    ResultNotJson,
+    /// Wall-clock or CPU time limit reached.
+    Timeout,
+    /// The job's memory cgroup killed it.
+    MemoryLimit,
+    /// Killed by a signal for another reason.
+    Killed,
+    /// The script ended the interpreter itself (`sys.exit`, `os._exit`).
+    Exited,
+    /// Output or result exceeded what the service keeps.
+    OutputLimit,
+    /// The worker running the job disappeared.
+    WorkerLost,
+    /// The sandbox could not be set up; not the script's fault.
+    SandboxError,
+    /// The job was cancelled.
+    Cancelled,
+}
+
+impl ErrorKind {
+    /// The spelling used in the API and in the jobs table.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SyntaxError => "syntax_error",
+            Self::MissingMain => "missing_main",
+            Self::Exception => "exception",
+            Self::ResultNotJson => "result_not_json",
+            Self::Timeout => "timeout",
+            Self::MemoryLimit => "memory_limit",
+            Self::Killed => "killed",
+            Self::Exited => "exited",
+            Self::OutputLimit => "output_limit",
+            Self::WorkerLost => "worker_lost",
+            Self::SandboxError => "sandbox_error",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the spelling returned by [`ErrorKind::as_str`].
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::SyntaxError,
+            Self::MissingMain,
+            Self::Exception,
+            Self::ResultNotJson,
+            Self::Timeout,
+            Self::MemoryLimit,
+            Self::Killed,
+            Self::Exited,
+            Self::OutputLimit,
+            Self::WorkerLost,
+            Self::SandboxError,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == s)
+    }
+
+    /// The terminal status a job with this error ends in.
+    #[must_use]
+    pub fn status(self) -> JobStatus {
+        match self {
+            Self::Timeout => JobStatus::TimedOut,
+            Self::Cancelled => JobStatus::Cancelled,
+            _ => JobStatus::Failed,
+        }
+    }
+}
+
+/// Resource limits a job runs under, already checked against the server's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock time the script may run.
+    pub timeout: Duration,
+    /// Memory the sandbox may use, in MiB.
+    pub memory_mb: u32,
+}
+
+/// A job as submitted, before it is stored.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: JobId,
+    pub script: String,
+    pub limits: Limits,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The right to write a job back: only the worker and attempt that claimed it hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub job_id: JobId,
+    pub worker_id: String,
+    pub attempt: u32,
+}
+
+/// A job handed to a worker by a claim.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub lease: Lease,
+    pub script: String,
+    pub limits: Limits,
+}
+
+/// Captured output of one stream, capped by the worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Output {
+    pub text: String,
+    pub truncated: bool,
+}
+
+/// Where in the script a syntax error was found (1-based, like CPython).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePosition {
+    pub line: u32,
+    pub column: u32,
+}
+
+/// Measurements of one sandbox run; each is `None` where the platform could not measure it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub wall_ms: Option<u64>,
+    pub cpu_ms: Option<u64>,
+    pub peak_memory_bytes: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+}
+
+/// Why a run failed, in words for people and a kind for programs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub position: Option<SourcePosition>,
+}
+
+/// How one run of a job ended. A failing script is an outcome, not an error.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// `Ok` holds `main()`'s return value as JSON text.
+    pub result: Result<Box<RawValue>, Failure>,
+    pub stdout: Output,
+    pub stderr: Output,
+    pub usage: Usage,
+}
+
+impl Outcome {
+    /// The terminal status this outcome puts the job in.
+    #[must_use]
+    pub fn status(&self) -> JobStatus {
+        match &self.result {
+            Ok(_) => JobStatus::Succeeded,
+            Err(failure) => failure.kind.status(),
+        }
+    }
+}
+
+/// Everything known about a job, as reported by `GET /jobs/<id>`.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: JobId,
+    pub status: JobStatus,
+    pub limits: Limits,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub worker_id: Option<String>,
+    pub attempt: u32,
+    pub result: Option<Box<RawValue>>,
+    pub failure: Option<Failure>,
+    pub stdout: Option<Output>,
+    pub stderr: Option<Output>,
+    pub usage: Usage,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_spellings_round_trip() {
+        for status in [
+            JobStatus::Queued,
+            JobStatus::Running,
+            JobStatus::Succeeded,
+            JobStatus::Failed,
+            JobStatus::TimedOut,
+            JobStatus::Cancelled,
+        ] {
+            assert_eq!(JobStatus::parse(status.as_str()), Some(status));
+        }
+    }
+
+    #[test]
+    fn error_kind_spellings_match_serde() {
+        for kind in [
+            ErrorKind::SyntaxError,
+            ErrorKind::ResultNotJson,
+            ErrorKind::WorkerLost,
+        ] {
+            let json = serde_json::to_string(&kind).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(ErrorKind::parse(kind.as_str()), Some(kind));
+        }
+    }
+
+    #[test]
+    fn only_queued_and_running_are_not_terminal() {
+        assert!(!JobStatus::Queued.is_terminal());
+        assert!(!JobStatus::Running.is_terminal());
+        assert!(JobStatus::Cancelled.is_terminal());
+        assert_eq!(ErrorKind::Timeout.status(), JobStatus::TimedOut);
+        assert_eq!(ErrorKind::Exception.status(), JobStatus::Failed);
+    }
+}

@@ -1,0 +1,99 @@
+//! The jobs table behind one trait, so the API and workers never see which database holds it.
+
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::job::{ClaimedJob, Job, JobId, Lease, NewJob, Outcome};
+
+pub use sqlite::SqliteStore;
+
+/// Failures of the store itself; a failing script is never one of these.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or refused the statement.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying or checking migrations failed.
+    #[error("database schema: {0}")]
+    Schema(String),
+    /// A row did not decode into the job model.
+    #[error("corrupt job row: {0}")]
+    Corrupt(String),
+    /// The write-back was fenced off: the job is no longer running under this lease.
+    #[error("lease on job {0} is no longer held")]
+    LeaseLost(JobId),
+    /// `DATABASE_URL` names a backend this build does not support.
+    #[error("unsupported DATABASE_URL: {0}")]
+    UnsupportedUrl(String),
+}
+
+/// Whether connecting should bring the schema up to date or only check it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Apply pending migrations (the API does this at start).
+    Migrate,
+    /// Fail with a clear message when migrations are missing (workers never migrate).
+    RequireCurrent,
+}
+
+/// The queue contract every backend implements and one conformance suite checks.
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Stores a new job in `queued` state.
+    async fn enqueue(&self, job: &NewJob) -> Result<(), StoreError>;
+
+    /// The job with this id, if any.
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+
+    /// Atomically moves up to `max` of the oldest queued jobs to `running` under `worker_id`,
+    /// each with a lease valid for `lease_for` and its attempt counter incremented.
+    async fn claim(
+        &self,
+        worker_id: &str,
+        max: u32,
+        lease_for: Duration,
+    ) -> Result<Vec<ClaimedJob>, StoreError>;
+
+    /// Extends a running job's lease.
+    ///
+    /// # Errors
+    /// [`StoreError::LeaseLost`] when the job is no longer running under this lease.
+    async fn heartbeat(&self, lease: &Lease, lease_for: Duration) -> Result<(), StoreError>;
+
+    /// Records how the run ended and makes the job terminal.
+    ///
+    /// # Errors
+    /// [`StoreError::LeaseLost`] when the job is no longer running under this lease; nothing
+    /// is written then.
+    async fn finish(&self, lease: &Lease, outcome: &Outcome) -> Result<(), StoreError>;
+
+    /// Puts a running job back in the queue without counting the attempt (worker shutdown).
+    ///
+    /// # Errors
+    /// [`StoreError::LeaseLost`] when the job is no longer running under this lease.
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// Those of `ids` that have reached a terminal status.
+    async fn terminal_among(&self, ids: &[JobId]) -> Result<Vec<JobId>, StoreError>;
+
+    /// Succeeds when the database answers a trivial query.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the store `database_url` names (`sqlite:` URLs or plain paths).
+///
+/// # Errors
+/// When the URL names an unsupported backend, the database cannot be opened, or the schema is
+/// missing or older than this build under [`Schema::RequireCurrent`].
+pub async fn connect(database_url: &str, schema: Schema) -> Result<Arc<dyn JobStore>, StoreError> {
+    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        return Err(StoreError::UnsupportedUrl(
+            "this build supports SQLite only; use a sqlite:// URL".to_owned(),
+        ));
+    }
+    Ok(Arc::new(SqliteStore::connect(database_url, schema).await?))
+}

@@ -1,0 +1,398 @@
+//! `JobStore` on an embedded SQLite file: WAL so readers never block the writer, a busy
+//! timeout so several processes on one machine can share the file.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::{JobStore, Schema, StoreError};
+use crate::job::{
+    ClaimedJob, ErrorKind, Failure, Job, JobId, JobStatus, Lease, Limits, NewJob, Outcome, Output,
+    SourcePosition, Usage,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// The jobs table in a SQLite database file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database `url` points at: `sqlite://path`, `sqlite:path`
+    /// or a plain file path.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or the schema is missing under [`Schema::RequireCurrent`].
+    pub async fn connect(url: &str, schema: Schema) -> Result<Self, StoreError> {
+        let url = if url.starts_with("sqlite:") {
+            url.to_owned()
+        } else {
+            format!("sqlite://{url}")
+        };
+        let options = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable across process crashes in WAL mode; only power loss can drop
+            // the last commits, the usual trade for a queue.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        if let Some(parent) = options.get_filename().parent() {
+            create_parent_dir(parent)?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        let store = Self { pool };
+        match schema {
+            Schema::Migrate => MIGRATOR
+                .run(&store.pool)
+                .await
+                .map_err(|e| StoreError::Schema(e.to_string()))?,
+            Schema::RequireCurrent => store.require_current_schema().await?,
+        }
+        Ok(store)
+    }
+
+    async fn require_current_schema(&self) -> Result<(), StoreError> {
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+                .unwrap_or_default();
+        let missing: Vec<i64> = MIGRATOR
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Schema(format!(
+                "the database is missing migrations {missing:?}; start `api` once against it \
+                 (it applies migrations at start), then start the worker"
+            )))
+        }
+    }
+}
+
+fn create_parent_dir(parent: &Path) -> Result<(), StoreError> {
+    if parent.as_os_str().is_empty() || parent.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(parent).map_err(|e| {
+        StoreError::Database(sqlx::Error::Configuration(
+            format!("cannot create {}: {e}", parent.display()).into(),
+        ))
+    })
+}
+
+/// Fixed-width UTC text, so timestamps compare correctly as strings inside SQLite.
+fn timestamp(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("timestamp {text:?}: {e}")))
+}
+
+fn parse_optional_timestamp(
+    row: &SqliteRow,
+    column: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let text: Option<String> = row.try_get(column)?;
+    text.as_deref().map(parse_timestamp).transpose()
+}
+
+fn lease_deadline(lease_for: Duration) -> String {
+    let lease_for = chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::MAX);
+    timestamp(Utc::now() + lease_for)
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn to_i64(v: Option<u64>) -> Option<i64> {
+    v.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn to_u64(v: Option<i64>) -> Option<u64> {
+    v.and_then(|v| u64::try_from(v).ok())
+}
+
+fn limits_from_row(row: &SqliteRow) -> Result<Limits, StoreError> {
+    let timeout_ms: i64 = row.try_get("timeout_ms")?;
+    let memory_mb: i64 = row.try_get("memory_mb")?;
+    Ok(Limits {
+        timeout: Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0)),
+        memory_mb: u32::try_from(memory_mb)
+            .map_err(|_| StoreError::Corrupt(format!("memory_mb {memory_mb}")))?,
+    })
+}
+
+fn job_id_from_row(row: &SqliteRow) -> Result<JobId, StoreError> {
+    let id: String = row.try_get("id")?;
+    id.parse()
+        .map_err(|e| StoreError::Corrupt(format!("job id {id:?}: {e}")))
+}
+
+fn output_from_row(
+    row: &SqliteRow,
+    text: &str,
+    truncated: &str,
+) -> Result<Option<Output>, StoreError> {
+    let text: Option<String> = row.try_get(text)?;
+    let truncated: Option<bool> = row.try_get(truncated)?;
+    Ok(text.map(|text| Output {
+        text,
+        truncated: truncated.unwrap_or(false),
+    }))
+}
+
+fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
+    let status: String = row.try_get("status")?;
+    let status = JobStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
+    let result: Option<String> = row.try_get("result")?;
+    let result = result
+        .map(RawValue::from_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("result: {e}")))?;
+    let error_kind: Option<String> = row.try_get("error_kind")?;
+    let failure = match error_kind {
+        None => None,
+        Some(kind) => {
+            let line: Option<i64> = row.try_get("error_line")?;
+            let column: Option<i64> = row.try_get("error_column")?;
+            Some(Failure {
+                kind: ErrorKind::parse(&kind)
+                    .ok_or_else(|| StoreError::Corrupt(format!("error_kind {kind:?}")))?,
+                message: row
+                    .try_get::<Option<String>, _>("error")?
+                    .unwrap_or_default(),
+                position: match (line, column) {
+                    (Some(line), Some(column)) => Some(SourcePosition {
+                        line: u32::try_from(line).unwrap_or(0),
+                        column: u32::try_from(column).unwrap_or(0),
+                    }),
+                    _ => None,
+                },
+            })
+        }
+    };
+    let attempt: i64 = row.try_get("attempt")?;
+    Ok(Job {
+        id: job_id_from_row(row)?,
+        status,
+        limits: limits_from_row(row)?,
+        created_at: parse_timestamp(&row.try_get::<String, _>("created_at")?)?,
+        started_at: parse_optional_timestamp(row, "started_at")?,
+        finished_at: parse_optional_timestamp(row, "finished_at")?,
+        worker_id: row.try_get("worker_id")?,
+        attempt: u32::try_from(attempt).unwrap_or(0),
+        result,
+        failure,
+        stdout: output_from_row(row, "stdout", "stdout_truncated")?,
+        stderr: output_from_row(row, "stderr", "stderr_truncated")?,
+        usage: Usage {
+            wall_ms: to_u64(row.try_get("wall_ms")?),
+            cpu_ms: to_u64(row.try_get("cpu_ms")?),
+            peak_memory_bytes: to_u64(row.try_get("peak_memory_bytes")?),
+            exit_code: row
+                .try_get::<Option<i64>, _>("exit_code")?
+                .and_then(|c| i32::try_from(c).ok()),
+            signal: row.try_get("signal")?,
+        },
+    })
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn enqueue(&self, job: &NewJob) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO jobs (id, status, script, timeout_ms, memory_mb, created_at, attempt) \
+             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, 0)",
+        )
+        .bind(job.id.to_string())
+        .bind(&job.script)
+        .bind(millis(job.limits.timeout))
+        .bind(i64::from(job.limits.memory_mb))
+        .bind(timestamp(job.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn claim(
+        &self,
+        worker_id: &str,
+        max: u32,
+        lease_for: Duration,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        // One statement: SQLite runs it under its single writer lock, so two workers can never
+        // both move the same queued row to running. The partial index serves the subquery.
+        let rows = sqlx::query(
+            "UPDATE jobs SET status = 'running', worker_id = ?1, attempt = attempt + 1, \
+                 started_at = ?2, lease_expires_at = ?3 \
+             WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' \
+                          ORDER BY created_at LIMIT ?4) \
+             RETURNING id, script, timeout_ms, memory_mb, attempt, created_at",
+        )
+        .bind(worker_id)
+        .bind(timestamp(Utc::now()))
+        .bind(lease_deadline(lease_for))
+        .bind(i64::from(max))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                let attempt: i64 = row.try_get("attempt")?;
+                let created_at: String = row.try_get("created_at")?;
+                Ok((
+                    created_at,
+                    ClaimedJob {
+                        lease: Lease {
+                            job_id: job_id_from_row(row)?,
+                            worker_id: worker_id.to_owned(),
+                            attempt: u32::try_from(attempt).unwrap_or(0),
+                        },
+                        script: row.try_get("script")?,
+                        limits: limits_from_row(row)?,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // RETURNING gives no order guarantee; hand jobs out oldest first.
+        claimed.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(claimed.into_iter().map(|(_, job)| job).collect())
+    }
+
+    async fn heartbeat(&self, lease: &Lease, lease_for: Duration) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = ?1 \
+             WHERE id = ?2 AND worker_id = ?3 AND attempt = ?4 AND status = 'running'",
+        )
+        .bind(lease_deadline(lease_for))
+        .bind(lease.job_id.to_string())
+        .bind(&lease.worker_id)
+        .bind(i64::from(lease.attempt))
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost(lease.job_id))
+        }
+    }
+
+    async fn finish(&self, lease: &Lease, outcome: &Outcome) -> Result<(), StoreError> {
+        let (result, failure) = match &outcome.result {
+            Ok(value) => (Some(value.get()), None),
+            Err(failure) => (None, Some(failure)),
+        };
+        let position = failure.and_then(|f| f.position);
+        let done = sqlx::query(
+            "UPDATE jobs SET status = ?1, finished_at = ?2, lease_expires_at = NULL, \
+                 result = ?3, error = ?4, error_kind = ?5, error_line = ?6, error_column = ?7, \
+                 stdout = ?8, stdout_truncated = ?9, stderr = ?10, stderr_truncated = ?11, \
+                 exit_code = ?12, signal = ?13, wall_ms = ?14, cpu_ms = ?15, \
+                 peak_memory_bytes = ?16 \
+             WHERE id = ?17 AND worker_id = ?18 AND attempt = ?19 AND status = 'running'",
+        )
+        .bind(outcome.status().as_str())
+        .bind(timestamp(Utc::now()))
+        .bind(result)
+        .bind(failure.map(|f| f.message.as_str()))
+        .bind(failure.map(|f| f.kind.as_str()))
+        .bind(position.map(|p| i64::from(p.line)))
+        .bind(position.map(|p| i64::from(p.column)))
+        .bind(&outcome.stdout.text)
+        .bind(outcome.stdout.truncated)
+        .bind(&outcome.stderr.text)
+        .bind(outcome.stderr.truncated)
+        .bind(outcome.usage.exit_code)
+        .bind(outcome.usage.signal.as_deref())
+        .bind(to_i64(outcome.usage.wall_ms))
+        .bind(to_i64(outcome.usage.cpu_ms))
+        .bind(to_i64(outcome.usage.peak_memory_bytes))
+        .bind(lease.job_id.to_string())
+        .bind(&lease.worker_id)
+        .bind(i64::from(lease.attempt))
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost(lease.job_id))
+        }
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        // The attempt is handed back too: a run cut short by shutdown does not count.
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'queued', worker_id = NULL, attempt = attempt - 1, \
+                 started_at = NULL, lease_expires_at = NULL \
+             WHERE id = ?1 AND worker_id = ?2 AND attempt = ?3 AND status = 'running'",
+        )
+        .bind(lease.job_id.to_string())
+        .bind(&lease.worker_id)
+        .bind(i64::from(lease.attempt))
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost(lease.job_id))
+        }
+    }
+
+    async fn terminal_among(&self, ids: &[JobId]) -> Result<Vec<JobId>, StoreError> {
+        let mut finished = Vec::new();
+        // Stay well under SQLite's bound-parameter limit.
+        for chunk in ids.chunks(500) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "SELECT id FROM jobs WHERE status NOT IN ('queued', 'running') AND id IN (",
+            );
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(id.to_string());
+            }
+            query.push(")");
+            for row in query.build().fetch_all(&self.pool).await? {
+                finished.push(job_id_from_row(&row)?);
+            }
+        }
+        Ok(finished)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,304 @@
+//! One function per store behaviour; `main.rs` runs each against every backend.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::value::RawValue;
+use shared::job::{
+    ErrorKind, Failure, JobId, JobStatus, Lease, Limits, NewJob, Outcome, Output, SourcePosition,
+    Usage,
+};
+use shared::store::{JobStore, Schema, StoreError};
+
+use crate::Fixture;
+
+const LEASE: Duration = Duration::from_secs(15);
+
+fn new_job(script: &str) -> NewJob {
+    NewJob {
+        id: JobId::new(),
+        script: script.to_owned(),
+        limits: Limits {
+            timeout: Duration::from_millis(2500),
+            memory_mb: 128,
+        },
+        created_at: Utc::now(),
+    }
+}
+
+async fn enqueue_n(store: &dyn JobStore, n: usize) -> Vec<JobId> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let job = new_job(&format!("def main():\n    return {i}\n"));
+        store.enqueue(&job).await.expect("enqueue");
+        ids.push(job.id);
+        // Distinct creation times so "oldest first" has one right answer.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    ids
+}
+
+fn success(result: &str) -> Outcome {
+    Outcome {
+        result: Ok(RawValue::from_string(result.to_owned()).expect("valid json")),
+        stdout: Output {
+            text: "printed\n".into(),
+            truncated: false,
+        },
+        stderr: Output::default(),
+        usage: Usage {
+            wall_ms: Some(12),
+            cpu_ms: Some(7),
+            peak_memory_bytes: Some(1 << 20),
+            exit_code: Some(0),
+            signal: None,
+        },
+    }
+}
+
+pub async fn enqueued_job_is_queued_and_readable(f: &Fixture) {
+    let job = new_job("def main():\n    return 1\n");
+    f.store.enqueue(&job).await.expect("enqueue");
+    let stored = f.store.get(job.id).await.expect("get").expect("present");
+    assert_eq!(stored.status, JobStatus::Queued);
+    assert_eq!(stored.limits, job.limits);
+    assert_eq!(stored.attempt, 0);
+    assert!(stored.started_at.is_none() && stored.finished_at.is_none());
+    assert!(
+        (stored.created_at - job.created_at)
+            .num_milliseconds()
+            .abs()
+            < 1
+    );
+}
+
+pub async fn unknown_job_is_none(f: &Fixture) {
+    assert!(f.store.get(JobId::new()).await.expect("get").is_none());
+}
+
+pub async fn claim_hands_out_oldest_first(f: &Fixture) {
+    let ids = enqueue_n(f.store.as_ref(), 5).await;
+    let mut claimed = Vec::new();
+    for _ in 0..5 {
+        let batch = f.store.claim("w", 1, LEASE).await.expect("claim");
+        claimed.extend(batch.into_iter().map(|j| j.lease.job_id));
+    }
+    assert_eq!(claimed, ids);
+    let batch = f.store.claim("w", 3, LEASE).await.expect("claim");
+    assert!(batch.is_empty());
+}
+
+pub async fn claim_takes_at_most_the_requested_number(f: &Fixture) {
+    let ids = enqueue_n(f.store.as_ref(), 5).await;
+    let batch = f.store.claim("w", 3, LEASE).await.expect("claim");
+    let got: Vec<JobId> = batch.iter().map(|j| j.lease.job_id).collect();
+    assert_eq!(got, ids[..3].to_vec());
+    assert!(f
+        .store
+        .claim("w", 0, LEASE)
+        .await
+        .expect("claim")
+        .is_empty());
+}
+
+pub async fn claim_records_worker_attempt_and_lease(f: &Fixture) {
+    let job = new_job("def main():\n    return 1\n");
+    f.store.enqueue(&job).await.expect("enqueue");
+    let claimed = f.store.claim("worker-a", 1, LEASE).await.expect("claim");
+    let claimed = claimed.first().expect("one job");
+    assert_eq!(claimed.lease.worker_id, "worker-a");
+    assert_eq!(claimed.lease.attempt, 1);
+    assert_eq!(claimed.script, job.script);
+    assert_eq!(claimed.limits, job.limits);
+    let stored = f.store.get(job.id).await.expect("get").expect("present");
+    assert_eq!(stored.status, JobStatus::Running);
+    assert_eq!(stored.worker_id.as_deref(), Some("worker-a"));
+    assert!(stored.started_at.is_some());
+}
+
+pub async fn concurrent_claimers_never_receive_the_same_job(f: &Fixture) {
+    let ids = enqueue_n(f.store.as_ref(), 40).await;
+    let mut claimers = Vec::new();
+    for w in 0..8 {
+        let store = Arc::clone(&f.store);
+        claimers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store
+                    .claim(&format!("w{w}"), 3, LEASE)
+                    .await
+                    .expect("claim");
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|j| j.lease.job_id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for claimer in claimers {
+        all.extend(claimer.await.expect("claimer"));
+    }
+    let unique: HashSet<JobId> = all.iter().copied().collect();
+    assert_eq!(all.len(), ids.len(), "every job claimed exactly once");
+    assert_eq!(unique, ids.into_iter().collect());
+}
+
+pub async fn finish_records_the_outcome(f: &Fixture) {
+    let ids = enqueue_n(f.store.as_ref(), 2).await;
+    let batch = f.store.claim("w", 2, LEASE).await.expect("claim");
+    let (first, second) = (&batch[0].lease, &batch[1].lease);
+
+    f.store
+        .finish(first, &success(r#"{"big":18446744073709551623}"#))
+        .await
+        .expect("finish");
+    let done = f.store.get(ids[0]).await.expect("get").expect("present");
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(
+        done.result.as_ref().map(|r| r.get()),
+        Some(r#"{"big":18446744073709551623}"#)
+    );
+    assert_eq!(
+        done.stdout.as_ref().map(|o| o.text.as_str()),
+        Some("printed\n")
+    );
+    assert_eq!(done.usage.wall_ms, Some(12));
+    assert!(done.finished_at.is_some());
+
+    let failed = Outcome {
+        result: Err(Failure {
+            kind: ErrorKind::SyntaxError,
+            message: "SyntaxError: bad (line 3, column 7)".into(),
+            position: Some(SourcePosition { line: 3, column: 7 }),
+        }),
+        ..success("null")
+    };
+    f.store.finish(second, &failed).await.expect("finish");
+    let done = f.store.get(ids[1]).await.expect("get").expect("present");
+    assert_eq!(done.status, JobStatus::Failed);
+    assert!(done.result.is_none());
+    let failure = done.failure.expect("failure recorded");
+    assert_eq!(failure.kind, ErrorKind::SyntaxError);
+    assert_eq!(
+        failure.position,
+        Some(SourcePosition { line: 3, column: 7 })
+    );
+}
+
+pub async fn finish_by_the_wrong_worker_or_attempt_is_rejected(f: &Fixture) {
+    let ids = enqueue_n(f.store.as_ref(), 1).await;
+    let batch = f.store.claim("rightful", 1, LEASE).await.expect("claim");
+    let lease = batch[0].lease.clone();
+    let impostor = Lease {
+        worker_id: "impostor".into(),
+        ..lease.clone()
+    };
+    let stale = Lease {
+        attempt: lease.attempt + 1,
+        ..lease.clone()
+    };
+    for wrong in [&impostor, &stale] {
+        let err = f
+            .store
+            .finish(wrong, &success("1"))
+            .await
+            .expect_err("fenced");
+        assert!(
+            matches!(err, StoreError::LeaseLost(id) if id == ids[0]),
+            "{err}"
+        );
+    }
+    let still = f.store.get(ids[0]).await.expect("get").expect("present");
+    assert_eq!(still.status, JobStatus::Running);
+    f.store
+        .finish(&lease, &success("1"))
+        .await
+        .expect("rightful finish");
+}
+
+pub async fn finish_twice_is_rejected(f: &Fixture) {
+    enqueue_n(f.store.as_ref(), 1).await;
+    let batch = f.store.claim("w", 1, LEASE).await.expect("claim");
+    let lease = &batch[0].lease;
+    f.store.finish(lease, &success("1")).await.expect("first");
+    let err = f
+        .store
+        .finish(lease, &success("2"))
+        .await
+        .expect_err("second");
+    assert!(matches!(err, StoreError::LeaseLost(_)));
+    let job = f
+        .store
+        .get(lease.job_id)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(job.result.as_ref().map(|r| r.get()), Some("1"));
+}
+
+pub async fn heartbeat_requires_the_current_lease(f: &Fixture) {
+    enqueue_n(f.store.as_ref(), 1).await;
+    let batch = f.store.claim("w", 1, LEASE).await.expect("claim");
+    let lease = &batch[0].lease;
+    f.store.heartbeat(lease, LEASE).await.expect("heartbeat");
+    let impostor = Lease {
+        worker_id: "other".into(),
+        ..lease.clone()
+    };
+    assert!(matches!(
+        f.store.heartbeat(&impostor, LEASE).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    f.store.finish(lease, &success("1")).await.expect("finish");
+    assert!(matches!(
+        f.store.heartbeat(lease, LEASE).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+}
+
+pub async fn released_job_is_queued_again_without_burning_an_attempt(f: &Fixture) {
+    let ids = enqueue_n(f.store.as_ref(), 1).await;
+    let batch = f.store.claim("w", 1, LEASE).await.expect("claim");
+    f.store.release(&batch[0].lease).await.expect("release");
+    let job = f.store.get(ids[0]).await.expect("get").expect("present");
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(job.attempt, 0);
+    let again = f.store.claim("w2", 1, LEASE).await.expect("claim");
+    assert_eq!(again[0].lease.attempt, 1);
+    assert!(matches!(
+        f.store.release(&batch[0].lease).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+}
+
+pub async fn terminal_among_reports_only_finished_jobs(f: &Fixture) {
+    let ids = enqueue_n(f.store.as_ref(), 3).await;
+    let batch = f.store.claim("w", 2, LEASE).await.expect("claim");
+    f.store
+        .finish(&batch[0].lease, &success("1"))
+        .await
+        .expect("finish");
+    let mut asked = ids.clone();
+    asked.push(JobId::new());
+    let finished = f.store.terminal_among(&asked).await.expect("query");
+    assert_eq!(finished, vec![ids[0]]);
+    assert!(f.store.terminal_among(&[]).await.expect("empty").is_empty());
+}
+
+pub async fn worker_requiring_a_current_schema_accepts_a_migrated_database(f: &Fixture) {
+    let store = shared::store::connect(&f.url, Schema::RequireCurrent)
+        .await
+        .expect("migrated database is accepted");
+    store.ping().await.expect("ping");
+}
+
+pub async fn worker_requiring_a_current_schema_refuses_an_unmigrated_database(f: &Fixture) {
+    let result = shared::store::connect(&f.empty_url, Schema::RequireCurrent).await;
+    let Err(StoreError::Schema(message)) = result else {
+        panic!("an unmigrated database must be refused");
+    };
+    assert!(message.contains("start `api`"), "{message}");
+}

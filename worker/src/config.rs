@@ -1,0 +1,124 @@
+//! Worker settings: where the queue is, how many jobs run at once, how sandboxes are built.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shared::config::{LogConfig, StoreConfig};
+
+/// Everything the `worker` binary is configured with; `worker --help` lists it.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "worker",
+    about = "Claims queued Python jobs and runs each one under nsjail."
+)]
+pub struct WorkerConfig {
+    #[command(flatten)]
+    pub store: StoreConfig,
+
+    #[command(flatten)]
+    pub log: LogConfig,
+
+    #[command(flatten)]
+    pub sandbox: SandboxConfig,
+
+    /// Name recorded on every job this worker runs (default: hostname-pid).
+    #[arg(long, env = "WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// Jobs run at the same time by this process (default: number of CPUs).
+    #[arg(long, env = "WORKER_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+
+    /// How often an idle worker looks for new jobs, in milliseconds.
+    #[arg(long, env = "WORKER_POLL_MS", default_value_t = 50)]
+    pub poll_ms: u64,
+
+    /// How long a claim stays valid without a heartbeat, in seconds.
+    #[arg(long, env = "WORKER_LEASE_SECS", default_value_t = 15)]
+    pub lease_secs: u64,
+
+    /// How long running jobs may finish after SIGTERM/SIGINT before they are released.
+    #[arg(long, env = "WORKER_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl WorkerConfig {
+    /// The worker's name in the jobs table.
+    #[must_use]
+    pub fn worker_id(&self) -> String {
+        self.worker_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "worker".to_owned());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    /// Jobs run at the same time.
+    #[must_use]
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+            .max(1)
+    }
+
+    #[must_use]
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_ms.max(1))
+    }
+
+    #[must_use]
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs.max(1))
+    }
+}
+
+/// How each sandbox is built.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SandboxConfig {
+    /// The nsjail binary.
+    #[arg(long, env = "NSJAIL_PATH", default_value = "/opt/runbox/bin/nsjail")]
+    pub nsjail_path: PathBuf,
+
+    /// The sandbox policy file.
+    #[arg(long, env = "NSJAIL_CONFIG", default_value = "nsjail.cfg")]
+    pub nsjail_config: PathBuf,
+
+    /// The Python runtime (a virtualenv holding numpy and pandas), mounted read-only.
+    #[arg(long, env = "PYTHON_RUNTIME", default_value = "/opt/runbox/python")]
+    pub python_runtime: PathBuf,
+
+    /// Bytes of stdout and of stderr kept per job; the rest is dropped and the job marked
+    /// truncated.
+    #[arg(long, env = "OUTPUT_LIMIT_BYTES", default_value_t = 1 << 20)]
+    pub output_limit_bytes: usize,
+
+    /// Largest JSON encoding of `main()`'s return value that is kept, in bytes.
+    #[arg(long, env = "RESULT_LIMIT_BYTES", default_value_t = 1 << 20)]
+    pub result_limit_bytes: usize,
+
+    /// First outside uid/gid used for sandboxes; concurrent jobs get consecutive ids so
+    /// per-uid process limits apply per job.
+    #[arg(long, env = "SANDBOX_UID_BASE", default_value_t = 100_000)]
+    pub uid_base: u32,
+
+    /// Maximum processes and threads per job.
+    #[arg(long, env = "SANDBOX_MAX_PROCESSES", default_value_t = 64)]
+    pub max_processes: u32,
+
+    /// Root of the cgroup hierarchy used for per-job memory and process limits.
+    #[arg(long, env = "CGROUP_ROOT", default_value = "/sys/fs/cgroup")]
+    pub cgroup_root: PathBuf,
+
+    /// Where per-job scratch directories (script, harness) are created on the host.
+    #[arg(long, env = "SANDBOX_WORK_DIR", default_value = "/tmp")]
+    pub work_dir: PathBuf,
+}
+
+impl SandboxConfig {
+    /// The interpreter inside the runtime.
+    #[must_use]
+    pub fn python(&self) -> PathBuf {
+        self.python_runtime.join("bin").join("python3")
+    }
+}

@@ -1,0 +1,5 @@
+//! The worker: claims queued jobs and runs each one in its own nsjail sandbox.
+
+pub mod config;
+pub mod runner;
+pub mod sandbox;

@@ -1,0 +1,58 @@
+//! `worker` binary: parse config, check the sandbox, then claim and run jobs until stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use shared::store::{self, Schema};
+use tokio_util::sync::CancellationToken;
+use worker::config::WorkerConfig;
+use worker::runner::{self, RunnerSettings};
+use worker::sandbox::NsjailExecutor;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = WorkerConfig::parse();
+    shared::telemetry::init(config.log.log_format);
+
+    let executor = NsjailExecutor::new(config.sandbox.clone()).context("sandbox setup")?;
+    executor.self_test().await.context("sandbox check")?;
+    let store = store::connect(&config.store.database_url, Schema::RequireCurrent)
+        .await
+        .context("opening the job store")?;
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    runner::run(
+        store,
+        Arc::new(executor),
+        RunnerSettings {
+            worker_id: config.worker_id(),
+            concurrency: config.concurrency(),
+            poll_interval: config.poll_interval(),
+            lease: config.lease(),
+            shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+        },
+        shutdown,
+    )
+    .await;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}

@@ -1,0 +1,231 @@
+//! The claim loop: take up to as many jobs as there are free slots, run each on an executor,
+//! keep its lease alive, write the outcome back, and on shutdown hand unfinished jobs back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shared::job::{ClaimedJob, JobId, Lease, Outcome};
+use shared::store::{JobStore, StoreError};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::sandbox::Executor;
+
+/// How the loop behaves; built from the worker's config.
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    pub worker_id: String,
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    pub lease: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// Longest wait between retries when the database is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Leases of the jobs this worker is running, so shutdown can release them.
+type Running = Arc<Mutex<HashMap<JobId, Lease>>>;
+
+/// Runs until `shutdown` is cancelled, then drains for the grace period and releases what is
+/// still running.
+pub async fn run(
+    store: Arc<dyn JobStore>,
+    executor: Arc<dyn Executor>,
+    settings: RunnerSettings,
+    shutdown: CancellationToken,
+) {
+    let (free_tx, mut free_rx) = mpsc::unbounded_channel::<usize>();
+    for slot in 0..settings.concurrency {
+        let _ = free_tx.send(slot);
+    }
+    let running: Running = Arc::default();
+    let mut tasks = JoinSet::new();
+    let mut backoff = settings.poll_interval;
+
+    tracing::info!(
+        worker_id = %settings.worker_id,
+        concurrency = settings.concurrency,
+        "worker started"
+    );
+    loop {
+        // Wait for at least one free slot, then gather every other free one.
+        let first = tokio::select! {
+            () = shutdown.cancelled() => break,
+            slot = free_rx.recv() => slot,
+        };
+        let Some(first) = first else { break };
+        let mut slots = vec![first];
+        while let Ok(slot) = free_rx.try_recv() {
+            slots.push(slot);
+        }
+        while tasks.try_join_next().is_some() {}
+
+        let max = u32::try_from(slots.len()).unwrap_or(u32::MAX);
+        let claimed = match store.claim(&settings.worker_id, max, settings.lease).await {
+            Ok(claimed) => {
+                backoff = settings.poll_interval;
+                claimed
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "claim failed");
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                Vec::new()
+            }
+        };
+        let idle = claimed.is_empty();
+        for job in claimed {
+            let Some(slot) = slots.pop() else { break };
+            running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(job.lease.job_id, job.lease.clone());
+            let span =
+                tracing::info_span!("job", job_id = %job.lease.job_id, attempt = job.lease.attempt);
+            tasks.spawn(
+                run_job(
+                    Arc::clone(&store),
+                    Arc::clone(&executor),
+                    job,
+                    slot,
+                    settings.lease,
+                    Arc::clone(&running),
+                    free_tx.clone(),
+                )
+                .instrument(span),
+            );
+        }
+        for slot in slots {
+            let _ = free_tx.send(slot);
+        }
+        if idle {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(jittered(backoff)) => {}
+            }
+        }
+    }
+
+    drain(store, tasks, running, settings.shutdown_grace).await;
+}
+
+/// Lets running jobs finish for `grace`, then stops them and puts them back in the queue.
+async fn drain(
+    store: Arc<dyn JobStore>,
+    mut tasks: JoinSet<()>,
+    running: Running,
+    grace: Duration,
+) {
+    if !tasks.is_empty() {
+        tracing::info!(
+            running = tasks.len(),
+            ?grace,
+            "shutting down: waiting for running jobs"
+        );
+    }
+    let finished =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if finished.is_ok() {
+        return;
+    }
+    // Aborting a job task drops its sandbox, which kills nsjail and the jail with it.
+    tasks.shutdown().await;
+    let leases: Vec<Lease> = running
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .drain()
+        .map(|(_, lease)| lease)
+        .collect();
+    for lease in leases {
+        match store.release(&lease).await {
+            Ok(()) => {
+                tracing::info!(job_id = %lease.job_id, "released unfinished job to the queue")
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %lease.job_id, error = %e, "could not release job; its lease will expire")
+            }
+        }
+    }
+}
+
+async fn run_job(
+    store: Arc<dyn JobStore>,
+    executor: Arc<dyn Executor>,
+    job: ClaimedJob,
+    slot: usize,
+    lease_for: Duration,
+    running: Running,
+    free: mpsc::UnboundedSender<usize>,
+) {
+    tracing::info!("job started");
+    let outcome = tokio::select! {
+        outcome = executor.execute(&job, slot) => Some(outcome),
+        lost = keep_lease(store.as_ref(), &job.lease, lease_for) => {
+            tracing::warn!(error = %lost, "lease lost while running; sandbox stopped");
+            None
+        }
+    };
+    if let Some(outcome) = outcome {
+        write_back(store.as_ref(), &job.lease, &outcome).await;
+    }
+    running
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&job.lease.job_id);
+    let _ = free.send(slot);
+}
+
+/// Extends the lease every third of its length; returns only when the lease is lost.
+async fn keep_lease(store: &dyn JobStore, lease: &Lease, lease_for: Duration) -> StoreError {
+    let mut interval = tokio::time::interval(lease_for / 3);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        match store.heartbeat(lease, lease_for).await {
+            Ok(()) => {}
+            Err(e @ StoreError::LeaseLost(_)) => return e,
+            // A database hiccup is not a lost lease; the next beat may get through.
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// Writes the outcome, retrying while the database is unreachable: a result that could not
+/// be written is retried, never dropped.
+async fn write_back(store: &dyn JobStore, lease: &Lease, outcome: &Outcome) {
+    let mut backoff = Duration::from_millis(100);
+    for attempt in 1..=30 {
+        match store.finish(lease, outcome).await {
+            Ok(()) => {
+                tracing::info!(status = outcome.status().as_str(), "job finished");
+                return;
+            }
+            Err(e @ StoreError::LeaseLost(_)) => {
+                tracing::warn!(error = %e, "result discarded: the job was taken over or cancelled");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "could not write result; retrying");
+                tokio::time::sleep(jittered(backoff)).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    tracing::error!(
+        "giving up writing the result; the lease will expire and the job will be retried"
+    );
+}
+
+/// `base` plus up to 25% random jitter, so many workers do not retry in lockstep.
+fn jittered(base: Duration) -> Duration {
+    let nanos = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()),
+    );
+    let quarter = u64::try_from(base.as_nanos() / 4).unwrap_or(0).max(1);
+    base + Duration::from_nanos(nanos % quarter)
+}

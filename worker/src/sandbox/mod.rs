@@ -1,0 +1,520 @@
+//! Running one job in a fresh nsjail sandbox, behind the [`Executor`] seam so other ways of
+//! running jobs (a pre-started pool, a no-op for queue benchmarks) fit in without a rewrite.
+
+pub mod cgroup;
+pub mod verdict;
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use command_fds::{CommandFdExt, FdMapping};
+use shared::job::{ClaimedJob, Failure, Lease, Limits, Outcome, Output, Usage};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+
+use crate::config::SandboxConfig;
+use cgroup::{CgroupUsage, Cgroups};
+use verdict::{judge, parse_jail_exit, Record, RunReport};
+
+/// The harness, embedded so the worker binary is all a host needs besides nsjail and Python.
+const HARNESS: &str = include_str!("harness.py");
+
+/// The fd the harness writes its one result record to.
+const RESULT_FD: i32 = 3;
+
+/// uid and gid of the script inside the jail; mapped to an unprivileged id outside.
+const INSIDE_ID: u32 = 1000;
+
+/// How long after the process ends its output pipes may still be drained.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Problems with the sandbox itself; they stop the worker from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{what} not found at {path}; run `make provision` (or set {env}) first")]
+    Missing {
+        what: &'static str,
+        path: PathBuf,
+        env: &'static str,
+    },
+    #[error("could not prepare the sandbox: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(
+        "the sandbox self-test failed: {0}. nsjail needs root (or CAP_SYS_ADMIN) and working \
+         user, mount, pid and network namespaces; jobs are never run without the sandbox"
+    )]
+    SelfTest(String),
+}
+
+/// Runs one claimed job to an outcome. A script's failure is an `Outcome`, never an error.
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// Runs the job in execution slot `slot` (0-based, below the worker's concurrency).
+    async fn execute(&self, job: &ClaimedJob, slot: usize) -> Outcome;
+}
+
+/// Runs each job as `nsjail --config nsjail.cfg <per-job flags> -- python3 harness.py`.
+#[derive(Debug)]
+pub struct NsjailExecutor {
+    config: SandboxConfig,
+    cgroups: Cgroups,
+}
+
+/// Host paths of one job's scratch directory.
+struct JobFiles {
+    /// Removed (with everything in it) when dropped.
+    root: tempfile::TempDir,
+    /// Mounted read-only at `/job`: the script and the harness.
+    mounted: PathBuf,
+    nsjail_log: PathBuf,
+}
+
+impl NsjailExecutor {
+    /// Checks that nsjail, its policy and the Python runtime exist and detects cgroups.
+    ///
+    /// # Errors
+    /// When a required file is missing.
+    pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
+        for (what, path, env) in [
+            ("nsjail", config.nsjail_path.clone(), "NSJAIL_PATH"),
+            (
+                "sandbox policy",
+                config.nsjail_config.clone(),
+                "NSJAIL_CONFIG",
+            ),
+            ("Python runtime", config.python(), "PYTHON_RUNTIME"),
+        ] {
+            if !path.exists() {
+                return Err(SandboxError::Missing { what, path, env });
+            }
+        }
+        let cgroups = Cgroups::detect(&config.cgroup_root);
+        match &cgroups {
+            Cgroups::Unavailable { reason } => tracing::warn!(
+                %reason,
+                "no usable cgroup: memory is limited by RLIMIT_AS only, and memory_limit \
+                 verdicts and peak memory are not available"
+            ),
+            other => tracing::info!(cgroups = %other.describe(), "per-job cgroups enabled"),
+        }
+        Ok(Self { config, cgroups })
+    }
+
+    /// Runs a trivial job end to end; the worker refuses to start when this fails.
+    ///
+    /// # Errors
+    /// [`SandboxError::SelfTest`] with what went wrong.
+    pub async fn self_test(&self) -> Result<(), SandboxError> {
+        let job = ClaimedJob {
+            lease: Lease {
+                job_id: shared::job::JobId::new(),
+                worker_id: "self-test".to_owned(),
+                attempt: 1,
+            },
+            script: "import json\ndef main():\n    return json.loads('[1, 2]')\n".to_owned(),
+            limits: Limits {
+                timeout: Duration::from_secs(30),
+                memory_mb: 256,
+            },
+        };
+        let outcome = self.execute(&job, 0).await;
+        match outcome.result {
+            Ok(value) if serde_json::from_str::<Vec<i32>>(value.get()).ok() == Some(vec![1, 2]) => {
+                Ok(())
+            }
+            Ok(value) => Err(SandboxError::SelfTest(format!(
+                "expected [1, 2], got {}",
+                value.get()
+            ))),
+            Err(failure) => Err(SandboxError::SelfTest(format!(
+                "{}: {}; stderr: {}",
+                failure.kind.as_str(),
+                failure.message,
+                outcome.stderr.text.trim()
+            ))),
+        }
+    }
+
+    fn prepare_files(&self, script: &str) -> std::io::Result<JobFiles> {
+        let root = tempfile::Builder::new()
+            .prefix("runbox-job-")
+            .tempdir_in(&self.config.work_dir)?;
+        // The jailed uid is "other" to these files: it must be able to traverse and read.
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755))?;
+        let mounted = root.path().join("job");
+        std::fs::create_dir(&mounted)?;
+        std::fs::set_permissions(&mounted, std::fs::Permissions::from_mode(0o755))?;
+        for (name, text) in [("script.py", script), ("harness.py", HARNESS)] {
+            let path = mounted.join(name);
+            std::fs::write(&path, text)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        }
+        let nsjail_log = root.path().join("nsjail.log");
+        Ok(JobFiles {
+            root,
+            mounted,
+            nsjail_log,
+        })
+    }
+
+    fn args(
+        &self,
+        limits: Limits,
+        slot: usize,
+        files: &JobFiles,
+        cgroup: Option<&[String]>,
+    ) -> Vec<OsString> {
+        nsjail_args(&NsjailInvocation {
+            config: &self.config,
+            limits,
+            outside_id: self
+                .config
+                .uid_base
+                .saturating_add(u32::try_from(slot).unwrap_or(u32::MAX)),
+            job_dir: &files.mounted,
+            nsjail_log: &files.nsjail_log,
+            cgroup_args: cgroup,
+        })
+    }
+
+    async fn run(&self, job: &ClaimedJob, slot: usize) -> Result<Outcome, SandboxError> {
+        let files = self.prepare_files(&job.script)?;
+        let memory_bytes = u64::from(job.limits.memory_mb) << 20;
+        let cgroup_name = format!("job-{}-{}", job.lease.job_id, job.lease.attempt);
+        let cgroup =
+            self.cgroups
+                .create_job(&cgroup_name, memory_bytes, self.config.max_processes)?;
+        let cgroup_args = cgroup.as_ref().map(cgroup::JobCgroup::nsjail_args);
+        let args = self.args(job.limits, slot, &files, cgroup_args.as_deref());
+
+        let (result_reader, result_writer) = std::io::pipe()?;
+        let mut command = Command::new(&self.config.nsjail_path);
+        command
+            .args(&args)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+            .fd_mappings(vec![FdMapping {
+                parent_fd: result_writer.into(),
+                child_fd: RESULT_FD,
+            }])
+            .map_err(|e| SandboxError::Io(std::io::Error::other(e.to_string())))?;
+
+        let started = Instant::now();
+        let mut child = command.spawn()?;
+        // Our copy of the pipe's write end lives in `command`; drop it so the reader sees EOF
+        // once the sandbox is gone.
+        drop(command);
+
+        let output_limit = self.config.output_limit_bytes;
+        let stdout = child
+            .stdout
+            .take()
+            .map(|s| tokio::spawn(read_capped(s, output_limit)));
+        let stderr = child
+            .stderr
+            .take()
+            .map(|s| tokio::spawn(read_capped(s, output_limit)));
+        let record_limit = self.config.result_limit_bytes.saturating_add(4096);
+        let result_pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(result_reader.into())?;
+        let record = tokio::spawn(read_capped(result_pipe, record_limit));
+
+        let timed_out = match tokio::time::timeout(job.limits.timeout, child.wait()).await {
+            Ok(status) => {
+                status?;
+                false
+            }
+            Err(_) => {
+                // Killing nsjail kills the jail: its init dies with it and the kernel tears
+                // down the whole pid namespace.
+                child.start_kill()?;
+                child.wait().await?;
+                true
+            }
+        };
+        let wall = started.elapsed();
+
+        let stdout = collect(stdout).await;
+        let stderr = collect(stderr).await;
+        let record = match collect(Some(record)).await {
+            (_, true) => Record::TooLarge,
+            (bytes, false) if bytes.is_empty() => Record::Missing,
+            (bytes, false) => Record::Written(bytes),
+        };
+        let usage = cgroup
+            .as_ref()
+            .map(cgroup::JobCgroup::usage)
+            .unwrap_or_default();
+        drop(cgroup);
+        let nsjail_log = std::fs::read_to_string(&files.nsjail_log).unwrap_or_default();
+        drop(files.root);
+
+        let jail = parse_jail_exit(&nsjail_log);
+        if jail == verdict::JailExit::Unknown && !timed_out {
+            tracing::error!(job_id = %job.lease.job_id, log = %nsjail_log.trim(), "nsjail failed");
+        }
+        let verdict = judge(&RunReport {
+            jail,
+            timed_out,
+            timeout: job.limits.timeout,
+            memory_mb: job.limits.memory_mb,
+            memory_limit_hit: usage.memory_limit_hit,
+            record,
+            result_limit_bytes: self.config.result_limit_bytes,
+        });
+        Ok(Outcome {
+            result: verdict.result,
+            stdout: to_output(stdout),
+            stderr: to_output(stderr),
+            usage: to_usage(wall, usage, verdict.exit_code, verdict.signal),
+        })
+    }
+}
+
+#[async_trait]
+impl Executor for NsjailExecutor {
+    async fn execute(&self, job: &ClaimedJob, slot: usize) -> Outcome {
+        match self.run(job, slot).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::error!(job_id = %job.lease.job_id, error = %e, "sandbox failed");
+                Outcome {
+                    result: Err(Failure {
+                        kind: shared::job::ErrorKind::SandboxError,
+                        message: "the sandbox could not be set up for this job".to_owned(),
+                        position: None,
+                    }),
+                    stdout: Output::default(),
+                    stderr: Output::default(),
+                    usage: Usage::default(),
+                }
+            }
+        }
+    }
+}
+
+fn to_output((bytes, truncated): (Vec<u8>, bool)) -> Output {
+    Output {
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        truncated,
+    }
+}
+
+fn to_usage(
+    wall: Duration,
+    cgroup: CgroupUsage,
+    exit_code: Option<i32>,
+    signal: Option<String>,
+) -> Usage {
+    Usage {
+        wall_ms: Some(u64::try_from(wall.as_millis()).unwrap_or(u64::MAX)),
+        cpu_ms: cgroup.cpu_ms,
+        peak_memory_bytes: cgroup.peak_memory_bytes,
+        exit_code,
+        signal,
+    }
+}
+
+/// Waits for a reader task, but not forever: a pipe held open by a stray process must not
+/// hold the job.
+async fn collect(task: Option<tokio::task::JoinHandle<(Vec<u8>, bool)>>) -> (Vec<u8>, bool) {
+    let Some(task) = task else {
+        return (Vec::new(), false);
+    };
+    let abort = task.abort_handle();
+    match tokio::time::timeout(DRAIN_GRACE, task).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(_)) => (Vec::new(), false),
+        Err(_) => {
+            abort.abort();
+            (Vec::new(), false)
+        }
+    }
+}
+
+/// Reads a stream to its end, keeping the first `cap` bytes. Reading continues past the cap
+/// so the writer never blocks on a full pipe; the flag says whether anything was dropped.
+async fn read_capped<R: AsyncRead + Unpin>(mut reader: R, cap: usize) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                let take = n.min(room);
+                kept.extend_from_slice(buf.get(..take).unwrap_or_default());
+                truncated |= take < n;
+            }
+        }
+    }
+    (kept, truncated)
+}
+
+/// Inputs of one nsjail command line.
+struct NsjailInvocation<'a> {
+    config: &'a SandboxConfig,
+    limits: Limits,
+    outside_id: u32,
+    job_dir: &'a Path,
+    nsjail_log: &'a Path,
+    cgroup_args: Option<&'a [String]>,
+}
+
+/// The nsjail command line for one job: the policy file plus the per-job flags.
+fn nsjail_args(inv: &NsjailInvocation<'_>) -> Vec<OsString> {
+    let runtime = inv.config.python_runtime.display().to_string();
+    let timeout_secs = inv.limits.timeout.as_secs_f64().ceil();
+    // nsjail's own limits are a backstop one second behind the worker's clock, which decides.
+    let backstop = format!("{}", timeout_secs + 1.0);
+    let mut args: Vec<String> = vec![
+        "--config".into(),
+        inv.config.nsjail_config.display().to_string(),
+        "--log".into(),
+        inv.nsjail_log.display().to_string(),
+        "--time_limit".into(),
+        backstop.clone(),
+        "--rlimit_cpu".into(),
+        backstop,
+        "--user".into(),
+        format!("{INSIDE_ID}:{}", inv.outside_id),
+        "--group".into(),
+        format!("{INSIDE_ID}:{}", inv.outside_id),
+        "--bindmount_ro".into(),
+        format!("{runtime}:{runtime}"),
+        "--bindmount_ro".into(),
+        format!("{}:/job", inv.job_dir.display()),
+        "--pass_fd".into(),
+        RESULT_FD.to_string(),
+    ];
+    for var in [
+        "PATH=/usr/bin:/bin".to_owned(),
+        "HOME=/tmp".to_owned(),
+        "LANG=C.UTF-8".to_owned(),
+        format!("RUNBOX_RESULT_FD={RESULT_FD}"),
+        // One thread per numeric library: the job's CPU and process limits are per job.
+        "OPENBLAS_NUM_THREADS=1".to_owned(),
+        "OMP_NUM_THREADS=1".to_owned(),
+        "MKL_NUM_THREADS=1".to_owned(),
+    ] {
+        args.push("--env".into());
+        args.push(var);
+    }
+    match inv.cgroup_args {
+        Some(cgroup) => args.extend(cgroup.iter().cloned()),
+        None => {
+            args.push("--rlimit_as".into());
+            args.push(inv.limits.memory_mb.to_string());
+        }
+    }
+    args.push("--".into());
+    args.push(inv.config.python().display().to_string());
+    // -I: ignore PYTHON* variables and the user site; -B: no .pyc writes on a read-only
+    // filesystem; -u: unbuffered, so output printed before a kill is not lost in a buffer.
+    for flag in ["-I", "-B", "-u", "/job/harness.py"] {
+        args.push(flag.into());
+    }
+    args.into_iter().map(OsString::from).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config() -> SandboxConfig {
+        crate::config::WorkerConfig::parse_from(["worker"]).sandbox
+    }
+
+    fn args_for(limits: Limits, cgroup: Option<&[String]>) -> Vec<String> {
+        let config = config();
+        nsjail_args(&NsjailInvocation {
+            config: &config,
+            limits,
+            outside_id: 100_003,
+            job_dir: Path::new("/tmp/runbox-job-x/job"),
+            nsjail_log: Path::new("/tmp/runbox-job-x/nsjail.log"),
+            cgroup_args: cgroup,
+        })
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+    }
+
+    fn value_after(args: &[String], flag: &str) -> Option<String> {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    }
+
+    const LIMITS: Limits = Limits {
+        timeout: Duration::from_millis(2500),
+        memory_mb: 128,
+    };
+
+    #[test]
+    fn script_runs_as_an_unprivileged_outside_uid() {
+        let args = args_for(LIMITS, None);
+        assert_eq!(value_after(&args, "--user").as_deref(), Some("1000:100003"));
+        assert_eq!(
+            value_after(&args, "--group").as_deref(),
+            Some("1000:100003")
+        );
+    }
+
+    #[test]
+    fn nsjail_time_limit_backs_up_the_worker_clock() {
+        let args = args_for(LIMITS, None);
+        assert_eq!(value_after(&args, "--time_limit").as_deref(), Some("4"));
+        assert_eq!(value_after(&args, "--rlimit_cpu").as_deref(), Some("4"));
+    }
+
+    #[test]
+    fn job_dir_is_mounted_read_only_and_harness_runs_isolated() {
+        let args = args_for(LIMITS, None);
+        assert!(args.contains(&"/tmp/runbox-job-x/job:/job".to_owned()));
+        let dash = args.iter().position(|a| a == "--").expect("separator");
+        assert_eq!(
+            args.get(dash + 1..).map(<[String]>::to_vec),
+            Some(vec![
+                "/opt/runbox/python/bin/python3".to_owned(),
+                "-I".to_owned(),
+                "-B".to_owned(),
+                "-u".to_owned(),
+                "/job/harness.py".to_owned(),
+            ])
+        );
+    }
+
+    #[test]
+    fn environment_carries_no_worker_secrets() {
+        let args = args_for(LIMITS, None);
+        let env: Vec<&String> = args
+            .iter()
+            .zip(args.iter().skip(1))
+            .filter(|(flag, _)| *flag == "--env")
+            .map(|(_, value)| value)
+            .collect();
+        assert!(env.iter().all(|v| !v.contains("DATABASE_URL")));
+        assert!(env.iter().any(|v| v.as_str() == "HOME=/tmp"));
+    }
+
+    #[test]
+    fn rlimit_as_is_used_only_without_cgroups() {
+        let without = args_for(LIMITS, None);
+        assert_eq!(value_after(&without, "--rlimit_as").as_deref(), Some("128"));
+        let cgroup = vec!["--cgroup_mem_max".to_owned(), "268435456".to_owned()];
+        let with = args_for(LIMITS, Some(&cgroup));
+        assert_eq!(value_after(&with, "--rlimit_as"), None);
+        assert!(with.contains(&"--cgroup_mem_max".to_owned()));
+    }
+}
