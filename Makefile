@@ -35,10 +35,13 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-## test: provision, format check, clippy, unit and end-to-end tests with real nsjail
+## test: provision, format check, clippy, unit and end-to-end tests with real nsjail; the
+## end-to-end suite runs once on SQLite and once on Postgres (TEST_POSTGRES_URL, default the
+## local server; each test creates and drops its own database)
 test: provision lint
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) nextest run --workspace --locked --no-fail-fast
+	TEST_STORE=postgres $(CARGO) nextest run -p api --test api --locked --no-fail-fast
 
 ## bench: sandbox floor and /execute latency/throughput
 bench: provision

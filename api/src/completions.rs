@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use shared::job::JobId;
 use shared::store::JobStore;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{broadcast, oneshot, Notify};
 
 /// Registry of in-flight waits, shared by all requests of one API process.
 #[derive(Default)]
@@ -49,9 +49,17 @@ impl Completions {
         }
     }
 
-    /// The polling loop; runs for the life of the process. Idle (no waiters) it sleeps until
-    /// a request registers.
-    pub async fn run(self: Arc<Self>, store: Arc<dyn JobStore>, every: Duration) {
+    /// Wakes waiters for the life of the process: from the store's "finished" notifications
+    /// when it has them (polling every `backstop` in case one is lost), else by polling every
+    /// `poll`. Idle (no waiters) it sleeps until a request registers.
+    pub async fn run(
+        self: Arc<Self>,
+        store: Arc<dyn JobStore>,
+        poll: Duration,
+        backstop: Duration,
+    ) {
+        let mut finished = store.events().map(|events| events.finished.subscribe());
+        let every = if finished.is_some() { backstop } else { poll };
         loop {
             let ids = self.awaited();
             if ids.is_empty() {
@@ -59,14 +67,38 @@ impl Completions {
                 continue;
             }
             match store.terminal_among(&ids).await {
-                Ok(finished) => {
-                    for id in finished {
+                Ok(done) => {
+                    for id in done {
                         self.wake(id);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "checking for finished jobs failed"),
             }
-            tokio::time::sleep(every).await;
+            let tick = tokio::time::sleep(every);
+            tokio::pin!(tick);
+            // Between polls, wake waiters as notifications arrive; a new waiter also ends the
+            // pause, since its job may have finished before it registered.
+            loop {
+                let Some(receiver) = finished.as_mut() else {
+                    tokio::select! {
+                        () = &mut tick => break,
+                        () = self.registered.notified() => break,
+                    }
+                };
+                tokio::select! {
+                    () = &mut tick => break,
+                    () = self.registered.notified() => break,
+                    message = receiver.recv() => match message {
+                        Ok(id) => self.wake(id),
+                        // Missed some: poll now.
+                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            finished = None;
+                            break;
+                        }
+                    },
+                }
+            }
         }
     }
 }

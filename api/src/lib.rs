@@ -33,7 +33,11 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The application with its middleware, ready to serve.
 pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> Router {
     let completions = Arc::new(Completions::default());
-    tokio::spawn(Arc::clone(&completions).run(Arc::clone(&store), config.completion_poll()));
+    tokio::spawn(Arc::clone(&completions).run(
+        Arc::clone(&store),
+        config.completion_poll(),
+        config.store.backstop_poll(),
+    ));
     let state = AppState {
         store,
         limits: config.limits,

@@ -12,9 +12,13 @@ async fn main() -> anyhow::Result<()> {
     let config = ApiConfig::parse();
     shared::telemetry::init(config.log.log_format);
 
-    let store = store::connect(&config.store.database_url, Schema::Migrate)
-        .await
-        .context("opening the job store")?;
+    let store = store::connect(
+        &config.store.database_url,
+        Schema::Migrate,
+        &config.store.options(false, true),
+    )
+    .await
+    .context("opening the job store")?;
     let address = format!("{}:{}", config.host, config.port);
     let listener = TcpListener::bind(&address)
         .await

@@ -1,20 +1,70 @@
 //! Settings both binaries share, parsed by clap from flags or environment variables.
 
 use std::fmt;
+use std::time::Duration;
 
-/// Where the jobs table lives.
+use crate::store::StoreOptions;
+
+/// Where the jobs table lives and how to talk to it.
 #[derive(Clone, clap::Args)]
 pub struct StoreConfig {
-    /// Database URL: `sqlite://path/to/file.db` (default) or a plain file path.
+    /// Database URL: `postgres://user@host/db`, `sqlite://path/to/file.db` (default) or a
+    /// plain file path.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/jobs.db")]
     pub database_url: String,
+
+    /// Largest number of pooled database connections per process.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
+    /// Seconds to wait for a pooled connection (and, on SQLite, for the write lock) before an
+    /// operation fails; the pool reconnects by itself when the database comes back.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECS", default_value_t = 5)]
+    pub database_acquire_timeout_secs: u64,
+
+    /// Postgres `statement_timeout` for every statement, in seconds.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_SECS", default_value_t = 30)]
+    pub database_statement_timeout_secs: u64,
+
+    /// Postgres: wait for `LISTEN/NOTIFY` wake-ups instead of polling. Turn off behind
+    /// poolers that do not pass notifications (PgBouncer in transaction mode); processes then
+    /// poll at their fast poll interval.
+    #[arg(long, env = "DATABASE_NOTIFICATIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub database_notifications: bool,
+
+    /// With notifications on, how often processes still poll in case one was lost, in
+    /// milliseconds.
+    #[arg(long, env = "DATABASE_BACKSTOP_POLL_MS", default_value_t = 2000)]
+    pub database_backstop_poll_ms: u64,
+}
+
+impl StoreConfig {
+    /// Connection options; `listen_*` say which notifications this process waits for.
+    #[must_use]
+    pub fn options(&self, listen_queued: bool, listen_finished: bool) -> StoreOptions {
+        StoreOptions {
+            max_connections: self.database_max_connections.max(1),
+            acquire_timeout: Duration::from_secs(self.database_acquire_timeout_secs.max(1)),
+            statement_timeout: Duration::from_secs(self.database_statement_timeout_secs.max(1)),
+            listen_queued: self.database_notifications && listen_queued,
+            listen_finished: self.database_notifications && listen_finished,
+        }
+    }
+
+    /// Poll interval used as a backstop when notifications are available.
+    #[must_use]
+    pub fn backstop_poll(&self) -> Duration {
+        Duration::from_millis(self.database_backstop_poll_ms.max(1))
+    }
 }
 
 impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreConfig")
             .field("database_url", &redact_credentials(&self.database_url))
-            .finish()
+            .field("database_max_connections", &self.database_max_connections)
+            .field("database_notifications", &self.database_notifications)
+            .finish_non_exhaustive()
     }
 }
 

@@ -18,9 +18,13 @@ async fn main() -> anyhow::Result<()> {
 
     let executor = NsjailExecutor::new(config.sandbox.clone()).context("sandbox setup")?;
     executor.self_test().await.context("sandbox check")?;
-    let store = store::connect(&config.store.database_url, Schema::RequireCurrent)
-        .await
-        .context("opening the job store")?;
+    let store = store::connect(
+        &config.store.database_url,
+        Schema::RequireCurrent,
+        &config.store.options(true, false),
+    )
+    .await
+    .context("opening the job store")?;
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -31,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
             worker_id: config.worker_id(),
             concurrency: config.concurrency(),
             poll_interval: config.poll_interval(),
+            backstop_poll: config.store.backstop_poll(),
             lease: config.lease(),
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         },

@@ -19,7 +19,10 @@ use crate::sandbox::Executor;
 pub struct RunnerSettings {
     pub worker_id: String,
     pub concurrency: usize,
+    /// Idle poll interval when the store pushes no notifications.
     pub poll_interval: Duration,
+    /// Idle poll interval when it does, in case one is lost.
+    pub backstop_poll: Duration,
     pub lease: Duration,
     pub shutdown_grace: Duration,
 }
@@ -44,7 +47,13 @@ pub async fn run(
     }
     let running: Running = Arc::default();
     let mut tasks = JoinSet::new();
-    let mut backoff = settings.poll_interval;
+    let queued = store.events().map(|events| events.queued);
+    let idle_poll = if queued.is_some() {
+        settings.backstop_poll
+    } else {
+        settings.poll_interval
+    };
+    let mut backoff = idle_poll;
 
     tracing::info!(
         worker_id = %settings.worker_id,
@@ -67,7 +76,7 @@ pub async fn run(
         let max = u32::try_from(slots.len()).unwrap_or(u32::MAX);
         let claimed = match store.claim(&settings.worker_id, max, settings.lease).await {
             Ok(claimed) => {
-                backoff = settings.poll_interval;
+                backoff = idle_poll;
                 claimed
             }
             Err(e) => {
@@ -102,9 +111,16 @@ pub async fn run(
             let _ = free_tx.send(slot);
         }
         if idle {
+            let notified = async {
+                match &queued {
+                    Some(queued) => queued.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(jittered(backoff)) => {}
+                () = notified => {}
             }
         }
     }

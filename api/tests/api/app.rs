@@ -15,8 +15,82 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub database_url: String,
     _dir: tempfile::TempDir,
-    _api: Child,
+    api: Child,
     workers: Vec<Child>,
+    postgres_database: Option<String>,
+}
+
+/// Which store the processes run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// `TEST_STORE=postgres` runs the whole end-to-end suite on Postgres.
+    pub fn from_env() -> Self {
+        match std::env::var("TEST_STORE").as_deref() {
+            Ok("postgres") => Self::Postgres,
+            _ => Self::Sqlite,
+        }
+    }
+}
+
+/// The server test databases are created on: `TEST_POSTGRES_URL`, or the local one.
+fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn postgres_database_url(name: &str) -> String {
+    let admin = postgres_admin_url();
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(base, _)| base);
+    format!("{base}/{name}")
+}
+
+async fn postgres_admin() -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(&postgres_admin_url())
+        .await
+        .expect("Postgres must be reachable for Postgres end-to-end tests (TEST_POSTGRES_URL)")
+}
+
+async fn create_postgres_database() -> String {
+    let name = format!("runbox_e2e_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut postgres_admin().await)
+        .await
+        .expect("create test database");
+    name
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.api.start_kill();
+        for worker in &mut self.workers {
+            let _ = worker.start_kill();
+        }
+        if let Some(name) = self.postgres_database.take() {
+            // Drop runs outside any runtime guarantee; a small runtime on its own thread can
+            // always block. FORCE ends the killed processes' sessions.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async {
+                    let statement = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(statement))
+                        .execute(&mut postgres_admin().await)
+                        .await;
+                });
+            })
+            .join();
+        }
+    }
 }
 
 /// The directory holding the built `api` and `worker` binaries.
@@ -41,6 +115,7 @@ fn free_port() -> u16 {
 #[derive(Clone)]
 pub struct Options {
     pub with_worker: bool,
+    pub backend: Backend,
     pub api_env: Vec<(&'static str, String)>,
     pub worker_env: Vec<(&'static str, String)>,
 }
@@ -49,6 +124,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             with_worker: true,
+            backend: Backend::from_env(),
             api_env: Vec::new(),
             worker_env: Vec::new(),
         }
@@ -61,7 +137,16 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
-    let database_url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let (database_url, postgres_database) = match options.backend {
+        Backend::Sqlite => (
+            format!("sqlite://{}", dir.path().join("jobs.db").display()),
+            None,
+        ),
+        Backend::Postgres => {
+            let name = create_postgres_database().await;
+            (postgres_database_url(&name), Some(name))
+        }
+    };
     let port = free_port();
     let mut api = Command::new(bin_dir().join("api"));
     api.env("DATABASE_URL", &database_url)
@@ -77,8 +162,9 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         client: reqwest::Client::new(),
         database_url,
         _dir: dir,
-        _api: api,
+        api,
         workers: Vec::new(),
+        postgres_database,
     };
     app.wait_until_ready().await;
     if options.with_worker {
@@ -104,9 +190,10 @@ impl TestApp {
     /// Starts a worker process; it stops when the app is dropped.
     pub fn start_worker(&mut self, extra_env: &[(&'static str, String)]) {
         let root = repo_root();
-        // Distinct outside uids per test process, so per-uid limits of concurrently running
-        // tests never add up.
-        let uid_base = 200_000 + (std::process::id() % 50_000) * 16;
+        // Distinct outside uids per test process and worker, so per-uid limits of concurrently
+        // running tests never add up.
+        let slot = u32::try_from(self.workers.len()).unwrap_or(0);
+        let uid_base = 200_000 + (std::process::id() % 10_000) * 64 + slot * 8;
         let runtime = std::env::var("RUNTIME_DIR").unwrap_or_else(|_| "/opt/runbox".into());
         let mut worker = Command::new(bin_dir().join("worker"));
         worker

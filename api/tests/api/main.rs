@@ -5,4 +5,5 @@ mod app;
 mod execute;
 mod jobs;
 mod readme;
+mod scale;
 mod validate;

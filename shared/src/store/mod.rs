@@ -1,14 +1,17 @@
 //! The jobs table behind one trait, so the API and workers never see which database holds it.
 
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::{broadcast, Notify};
 
 use crate::job::{ClaimedJob, Job, JobId, Lease, NewJob, Outcome};
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Failures of the store itself; a failing script is never one of these.
@@ -38,6 +41,52 @@ pub enum Schema {
     Migrate,
     /// Fail with a clear message when migrations are missing (workers never migrate).
     RequireCurrent,
+}
+
+/// How to connect, beyond the URL.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection before failing the operation.
+    pub acquire_timeout: Duration,
+    /// Server-side limit on one statement (Postgres).
+    pub statement_timeout: Duration,
+    /// Subscribe to "jobs were queued" notifications (workers).
+    pub listen_queued: bool,
+    /// Subscribe to "job finished" notifications (the API).
+    pub listen_finished: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            listen_queued: false,
+            listen_finished: false,
+        }
+    }
+}
+
+/// Wake-ups the database pushes, for backends that have them (Postgres `LISTEN/NOTIFY`).
+/// Notifications can be lost (reconnects, poolers), so users keep a slow backstop poll.
+#[derive(Debug, Clone)]
+pub struct StoreEvents {
+    /// Signalled when jobs may have been queued; holds one permit when nobody is waiting.
+    pub queued: Arc<Notify>,
+    /// Ids of jobs that just reached a terminal status.
+    pub finished: broadcast::Sender<JobId>,
+}
+
+impl Default for StoreEvents {
+    fn default() -> Self {
+        Self {
+            queued: Arc::new(Notify::new()),
+            finished: broadcast::channel(4096).0,
+        }
+    }
 }
 
 /// The queue contract every backend implements and one conformance suite checks.
@@ -82,18 +131,49 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Succeeds when the database answers a trivial query.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Pushed wake-ups, when the backend has them and they were asked for; `None` means the
+    /// caller must poll.
+    fn events(&self) -> Option<StoreEvents>;
 }
 
-/// Opens the store `database_url` names (`sqlite:` URLs or plain paths).
+/// Opens the store `database_url` names: `postgres://` (or `postgresql://`) for Postgres,
+/// `sqlite:` URLs or plain paths for SQLite.
 ///
 /// # Errors
-/// When the URL names an unsupported backend, the database cannot be opened, or the schema is
-/// missing or older than this build under [`Schema::RequireCurrent`].
-pub async fn connect(database_url: &str, schema: Schema) -> Result<Arc<dyn JobStore>, StoreError> {
+/// When the database cannot be opened, or the schema is missing or older than this build
+/// under [`Schema::RequireCurrent`].
+pub async fn connect(
+    database_url: &str,
+    schema: Schema,
+    options: &StoreOptions,
+) -> Result<Arc<dyn JobStore>, StoreError> {
     if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        return Err(StoreError::UnsupportedUrl(
-            "this build supports SQLite only; use a sqlite:// URL".to_owned(),
+        return Ok(Arc::new(
+            PgStore::connect(database_url, schema, options).await?,
         ));
     }
-    Ok(Arc::new(SqliteStore::connect(database_url, schema).await?))
+    Ok(Arc::new(
+        SqliteStore::connect(database_url, schema, options).await?,
+    ))
+}
+
+/// Applied migrations against the ones this build embeds; the error tells operators what to do.
+fn require_migrations(
+    migrator: &sqlx::migrate::Migrator,
+    applied: &[i64],
+) -> Result<(), StoreError> {
+    let missing: Vec<i64> = migrator
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Schema(format!(
+            "the database is missing migrations {missing:?}; start `api` once against it \
+             (it applies migrations at start), then start the worker"
+        )))
+    }
 }

@@ -14,7 +14,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{JobStore, Schema, StoreError};
+use super::{require_migrations, JobStore, Schema, StoreError, StoreEvents, StoreOptions};
 use crate::job::{
     ClaimedJob, ErrorKind, Failure, Job, JobId, JobStatus, Lease, Limits, NewJob, Outcome, Output,
     SourcePosition, Usage,
@@ -34,25 +34,30 @@ impl SqliteStore {
     ///
     /// # Errors
     /// When the file cannot be opened or the schema is missing under [`Schema::RequireCurrent`].
-    pub async fn connect(url: &str, schema: Schema) -> Result<Self, StoreError> {
+    pub async fn connect(
+        url: &str,
+        schema: Schema,
+        options: &StoreOptions,
+    ) -> Result<Self, StoreError> {
         let url = if url.starts_with("sqlite:") {
             url.to_owned()
         } else {
             format!("sqlite://{url}")
         };
-        let options = SqliteConnectOptions::from_str(&url)?
+        let connect = SqliteConnectOptions::from_str(&url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // NORMAL is durable across process crashes in WAL mode; only power loss can drop
             // the last commits, the usual trade for a queue.
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
-        if let Some(parent) = options.get_filename().parent() {
+            .busy_timeout(options.acquire_timeout);
+        if let Some(parent) = connect.get_filename().parent() {
             create_parent_dir(parent)?;
         }
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
             .await?;
         let store = Self { pool };
         match schema {
@@ -66,24 +71,13 @@ impl SqliteStore {
     }
 
     async fn require_current_schema(&self) -> Result<(), StoreError> {
+        // No migrations table at all reads as "nothing applied".
         let applied: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
                 .fetch_all(&self.pool)
                 .await
                 .unwrap_or_default();
-        let missing: Vec<i64> = MIGRATOR
-            .iter()
-            .map(|m| m.version)
-            .filter(|v| !applied.contains(v))
-            .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(StoreError::Schema(format!(
-                "the database is missing migrations {missing:?}; start `api` once against it \
-                 (it applies migrations at start), then start the worker"
-            )))
-        }
+        require_migrations(&MIGRATOR, &applied)
     }
 }
 
@@ -394,5 +388,10 @@ impl JobStore for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    fn events(&self) -> Option<StoreEvents> {
+        // SQLite has no notifications: waiting processes poll.
+        None
     }
 }

@@ -10,7 +10,7 @@ use shared::job::{
     ErrorKind, Failure, JobId, JobStatus, Lease, Limits, NewJob, Outcome, Output, SourcePosition,
     Usage,
 };
-use shared::store::{JobStore, Schema, StoreError};
+use shared::store::{JobStore, Schema, StoreError, StoreOptions};
 
 use crate::Fixture;
 
@@ -289,14 +289,19 @@ pub async fn terminal_among_reports_only_finished_jobs(f: &Fixture) {
 }
 
 pub async fn worker_requiring_a_current_schema_accepts_a_migrated_database(f: &Fixture) {
-    let store = shared::store::connect(&f.url, Schema::RequireCurrent)
+    let store = shared::store::connect(&f.url, Schema::RequireCurrent, &StoreOptions::default())
         .await
         .expect("migrated database is accepted");
     store.ping().await.expect("ping");
 }
 
 pub async fn worker_requiring_a_current_schema_refuses_an_unmigrated_database(f: &Fixture) {
-    let result = shared::store::connect(&f.empty_url, Schema::RequireCurrent).await;
+    let result = shared::store::connect(
+        &f.empty_url,
+        Schema::RequireCurrent,
+        &StoreOptions::default(),
+    )
+    .await;
     let Err(StoreError::Schema(message)) = result else {
         panic!("an unmigrated database must be refused");
     };

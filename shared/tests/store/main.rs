@@ -5,7 +5,7 @@ mod cases;
 
 use std::sync::Arc;
 
-use shared::store::{JobStore, Schema, SqliteStore};
+use shared::store::{JobStore, PgStore, Schema, SqliteStore, StoreOptions};
 
 /// A store on a fresh database, and whatever keeps that database alive.
 pub struct Fixture {
@@ -14,20 +14,101 @@ pub struct Fixture {
     pub url: String,
     /// URL of a second database that has never been migrated.
     pub empty_url: String,
-    _dir: tempfile::TempDir,
+    _cleanup: Cleanup,
+}
+
+/// What to remove when a case ends.
+enum Cleanup {
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    Databases(Vec<String>),
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Self::Databases(names) = self {
+            let names = std::mem::take(names);
+            // Drop runs outside any runtime guarantee; a small runtime on its own thread can
+            // always block.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(drop_databases(names));
+            })
+            .join();
+        }
+    }
+}
+
+/// The server used for Postgres cases: `TEST_POSTGRES_URL`, or the local one.
+fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn database_url(name: &str) -> String {
+    let admin = postgres_admin_url();
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(base, _)| base);
+    format!("{base}/{name}")
+}
+
+async fn admin() -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(&postgres_admin_url())
+        .await
+        .expect("Postgres must be reachable for the store tests (set TEST_POSTGRES_URL)")
+}
+
+async fn drop_databases(names: Vec<String>) {
+    let mut admin = admin().await;
+    for name in names {
+        let statement = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await;
+    }
+}
+
+pub async fn postgres() -> Fixture {
+    let mut admin = admin().await;
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let names = vec![
+        format!("runbox_test_{suffix}"),
+        format!("runbox_test_{suffix}_empty"),
+    ];
+    for name in &names {
+        let statement = format!("CREATE DATABASE \"{name}\"");
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+    }
+    let url = database_url(&names[0]);
+    let store = PgStore::connect(&url, Schema::Migrate, &StoreOptions::default())
+        .await
+        .expect("open postgres store");
+    Fixture {
+        store: Arc::new(store),
+        url,
+        empty_url: database_url(&names[1]),
+        _cleanup: Cleanup::Databases(names),
+    }
 }
 
 pub async fn sqlite() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
-    let store = SqliteStore::connect(&url, Schema::Migrate)
+    let store = SqliteStore::connect(&url, Schema::Migrate, &StoreOptions::default())
         .await
         .expect("open sqlite store");
     Fixture {
         store: Arc::new(store),
         url,
         empty_url: format!("sqlite://{}", dir.path().join("empty.db").display()),
-        _dir: dir,
+        _cleanup: Cleanup::Dir(dir),
     }
 }
 
@@ -65,3 +146,4 @@ macro_rules! store_cases {
 }
 
 store_cases!(sqlite);
+store_cases!(postgres);
