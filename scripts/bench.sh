@@ -25,3 +25,7 @@ for _ in $(seq 1 100); do
 done
 ./target/release/worker & pids+=($!)
 ./target/release/examples/bench_execute "http://127.0.0.1:$port"
+
+# The queue alone (noop worker: jobs succeed without running), on both stores.
+./target/release/examples/bench_queue sqlite
+./target/release/examples/bench_queue postgres

@@ -34,7 +34,7 @@ pub struct ApiConfig {
     pub queue_grace_secs: f64,
 
     /// How often waiting `/execute` requests check for finished jobs, in milliseconds.
-    #[arg(long, env = "COMPLETION_POLL_MS", default_value_t = 20)]
+    #[arg(long, env = "COMPLETION_POLL_MS", default_value_t = 10)]
     pub completion_poll_ms: u64,
 
     /// Scripts validated at the same time (default: number of CPUs).

@@ -1,7 +1,9 @@
 //! HTTP handlers. They check input, talk to the store through `JobStore`, and shape replies;
 //! status mapping lives in `error` and `view`.
 
-use axum::extract::{Path, State};
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -95,14 +97,51 @@ async fn submit(
 }
 
 /// `GET /jobs/<id>`.
-async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+///
+/// `?wait=<seconds>` (at most 30) long-polls: the answer comes when the job is finished or the
+/// wait ends, whichever is first.
+async fn job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     let job_id: JobId = id.parse().map_err(|_| ApiError::InvalidJobId(id.clone()))?;
-    let job = state
+    let wait = long_poll_wait(query.as_deref())?;
+    let mut job = state
         .store
         .get(job_id)
         .await?
-        .ok_or(ApiError::JobNotFound(id))?;
+        .ok_or_else(|| ApiError::JobNotFound(id.clone()))?;
+    if !job.status.is_terminal() && !wait.is_zero() && state.completions.wait(job_id, wait).await {
+        job = state
+            .store
+            .get(job_id)
+            .await?
+            .ok_or(ApiError::JobNotFound(id))?;
+    }
     Ok(Json(JobView::new(&job)).into_response())
+}
+
+/// Longest `?wait=` a client may ask for.
+const MAX_LONG_POLL: Duration = Duration::from_secs(30);
+
+fn long_poll_wait(query: Option<&str>) -> Result<Duration, ApiError> {
+    let Some(value) = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("wait="))
+    else {
+        return Ok(Duration::ZERO);
+    };
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|secs| (0.0..=MAX_LONG_POLL.as_secs_f64()).contains(secs))
+        .map(Duration::from_secs_f64)
+        .ok_or(ApiError::InvalidField {
+            field: "wait",
+            message: "`wait` must be a number of seconds from 0 to 30".to_owned(),
+        })
 }
 
 /// `POST /validate`: the checks `/execute` makes before queueing, without running anything.
@@ -131,4 +170,25 @@ async fn no_route(uri: Uri) -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_poll_wait_is_bounded() {
+        assert_eq!(long_poll_wait(None).ok(), Some(Duration::ZERO));
+        assert_eq!(
+            long_poll_wait(Some("wait=2.5")).ok(),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            long_poll_wait(Some("x=1&wait=30")).ok(),
+            Some(MAX_LONG_POLL)
+        );
+        for bad in ["wait=31", "wait=-1", "wait=soon", "wait="] {
+            assert!(long_poll_wait(Some(bad)).is_err(), "{bad}");
+        }
+    }
 }

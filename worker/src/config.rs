@@ -21,6 +21,11 @@ pub struct WorkerConfig {
     #[command(flatten)]
     pub sandbox: SandboxConfig,
 
+    /// How jobs are run: `nsjail` (the sandbox), or `noop`, a BENCHMARK-ONLY mode that marks
+    /// every job succeeded without running it, to measure the queue alone.
+    #[arg(long, env = "WORKER_EXECUTOR", value_enum, default_value = "nsjail")]
+    pub executor: ExecutorKind,
+
     /// Name recorded on every job this worker runs (default: hostname-pid).
     #[arg(long, env = "WORKER_ID")]
     pub worker_id: Option<String>,
@@ -30,7 +35,7 @@ pub struct WorkerConfig {
     pub concurrency: Option<usize>,
 
     /// How often an idle worker looks for new jobs, in milliseconds.
-    #[arg(long, env = "WORKER_POLL_MS", default_value_t = 50)]
+    #[arg(long, env = "WORKER_POLL_MS", default_value_t = 20)]
     pub poll_ms: u64,
 
     /// How long a claim stays valid without a heartbeat, in seconds.
@@ -71,6 +76,15 @@ impl WorkerConfig {
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_secs.max(1))
     }
+}
+
+/// Which executor runs claimed jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorKind {
+    /// Each job in a fresh nsjail sandbox.
+    Nsjail,
+    /// Benchmark mode: jobs succeed without running.
+    Noop,
 }
 
 /// How each sandbox is built.

@@ -7,17 +7,30 @@ use anyhow::Context;
 use clap::Parser;
 use shared::store::{self, Schema};
 use tokio_util::sync::CancellationToken;
-use worker::config::WorkerConfig;
+use worker::config::{ExecutorKind, WorkerConfig};
+use worker::noop::NoopExecutor;
 use worker::runner::{self, RunnerSettings};
-use worker::sandbox::NsjailExecutor;
+use worker::sandbox::{Executor, NsjailExecutor};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = WorkerConfig::parse();
     shared::telemetry::init(config.log.log_format);
 
-    let executor = NsjailExecutor::new(config.sandbox.clone()).context("sandbox setup")?;
-    executor.self_test().await.context("sandbox check")?;
+    let executor: Arc<dyn Executor> = match config.executor {
+        ExecutorKind::Nsjail => {
+            let executor = NsjailExecutor::new(config.sandbox.clone()).context("sandbox setup")?;
+            executor.self_test().await.context("sandbox check")?;
+            Arc::new(executor)
+        }
+        ExecutorKind::Noop => {
+            tracing::warn!(
+                "BENCHMARK MODE (WORKER_EXECUTOR=noop): jobs are marked succeeded without \
+                 running their scripts"
+            );
+            Arc::new(NoopExecutor)
+        }
+    };
     let store = store::connect(
         &config.store.database_url,
         Schema::RequireCurrent,
@@ -30,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     runner::run(
         store,
-        Arc::new(executor),
+        executor,
         RunnerSettings {
             worker_id: config.worker_id(),
             concurrency: config.concurrency(),

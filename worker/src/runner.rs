@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use shared::job::{ClaimedJob, JobId, Lease, Outcome};
 use shared::store::{JobStore, StoreError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -47,6 +47,16 @@ pub async fn run(
     }
     let running: Running = Arc::default();
     let mut tasks = JoinSet::new();
+    let (finished_tx, finished_rx) = mpsc::channel(settings.concurrency.max(1));
+    let writer = tokio::spawn(write_back(Arc::clone(&store), finished_rx));
+    let context = JobContext {
+        store: Arc::clone(&store),
+        executor: Arc::clone(&executor),
+        lease_for: settings.lease,
+        running: Arc::clone(&running),
+        free: free_tx.clone(),
+        finished: finished_tx,
+    };
     let queued = store.events().map(|events| events.queued);
     let idle_poll = if queued.is_some() {
         settings.backstop_poll
@@ -94,18 +104,7 @@ pub async fn run(
                 .insert(job.lease.job_id, job.lease.clone());
             let span =
                 tracing::info_span!("job", job_id = %job.lease.job_id, attempt = job.lease.attempt);
-            tasks.spawn(
-                run_job(
-                    Arc::clone(&store),
-                    Arc::clone(&executor),
-                    job,
-                    slot,
-                    settings.lease,
-                    Arc::clone(&running),
-                    free_tx.clone(),
-                )
-                .instrument(span),
-            );
+            tasks.spawn(run_job(job, slot, context.clone()).instrument(span));
         }
         for slot in slots {
             let _ = free_tx.send(slot);
@@ -125,7 +124,10 @@ pub async fn run(
         }
     }
 
-    drain(store, tasks, running, settings.shutdown_grace).await;
+    drain(Arc::clone(&store), tasks, running, settings.shutdown_grace).await;
+    // The last job tasks are gone; dropping the last sender lets the writer finish its queue.
+    drop(context);
+    let _ = writer.await;
 }
 
 /// Lets running jobs finish for `grace`, then stops them and puts them back in the queue.
@@ -167,15 +169,26 @@ async fn drain(
     }
 }
 
-async fn run_job(
+/// What a job task needs besides its job.
+#[derive(Clone)]
+struct JobContext {
     store: Arc<dyn JobStore>,
     executor: Arc<dyn Executor>,
-    job: ClaimedJob,
-    slot: usize,
     lease_for: Duration,
     running: Running,
     free: mpsc::UnboundedSender<usize>,
-) {
+    finished: mpsc::Sender<Finished>,
+}
+
+async fn run_job(job: ClaimedJob, slot: usize, context: JobContext) {
+    let JobContext {
+        store,
+        executor,
+        lease_for,
+        running,
+        free,
+        finished,
+    } = context;
     tracing::info!("job started");
     let outcome = tokio::select! {
         outcome = executor.execute(&job, slot) => Some(outcome),
@@ -185,7 +198,17 @@ async fn run_job(
         }
     };
     if let Some(outcome) = outcome {
-        write_back(store.as_ref(), &job.lease, &outcome).await;
+        let (written, done) = oneshot::channel();
+        let handed_over = finished
+            .send(Finished {
+                lease: job.lease.clone(),
+                outcome,
+                written,
+            })
+            .await;
+        if handed_over.is_ok() {
+            let _ = done.await;
+        }
     }
     running
         .lock()
@@ -209,29 +232,63 @@ async fn keep_lease(store: &dyn JobStore, lease: &Lease, lease_for: Duration) ->
     }
 }
 
-/// Writes the outcome, retrying while the database is unreachable: a result that could not
-/// be written is retried, never dropped.
-async fn write_back(store: &dyn JobStore, lease: &Lease, outcome: &Outcome) {
+/// Largest number of outcomes written in one transaction.
+const MAX_WRITE_BATCH: usize = 1024;
+
+/// A finished job on its way to the store; `written` fires once it is handled.
+struct Finished {
+    lease: Lease,
+    outcome: Outcome,
+    written: oneshot::Sender<()>,
+}
+
+/// Writes outcomes back in batches: whatever finished while the previous write was in flight
+/// goes into the next transaction, so many short jobs cost one commit, not one each. A batch
+/// that cannot be written is retried while the database is unreachable, never dropped.
+async fn write_back(store: Arc<dyn JobStore>, mut finished: mpsc::Receiver<Finished>) {
+    while let Some(first) = finished.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_WRITE_BATCH {
+            match finished.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let (items, replies): (Vec<(Lease, Outcome)>, Vec<oneshot::Sender<()>>) = batch
+            .into_iter()
+            .map(|f| ((f.lease, f.outcome), f.written))
+            .unzip();
+        write_batch(store.as_ref(), &items).await;
+        for reply in replies {
+            let _ = reply.send(());
+        }
+    }
+}
+
+async fn write_batch(store: &dyn JobStore, items: &[(Lease, Outcome)]) {
     let mut backoff = Duration::from_millis(100);
     for attempt in 1..=30 {
-        match store.finish(lease, outcome).await {
-            Ok(()) => {
-                tracing::info!(status = outcome.status().as_str(), "job finished");
-                return;
-            }
-            Err(e @ StoreError::LeaseLost(_)) => {
-                tracing::warn!(error = %e, "result discarded: the job was taken over or cancelled");
+        match store.finish_many(items).await {
+            Ok(written) => {
+                for (lease, outcome) in items {
+                    if written.contains(&lease.job_id) {
+                        tracing::info!(job_id = %lease.job_id, status = outcome.status().as_str(), "job finished");
+                    } else {
+                        tracing::warn!(job_id = %lease.job_id, "result discarded: the job was taken over or cancelled");
+                    }
+                }
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = %e, attempt, "could not write result; retrying");
+                tracing::warn!(error = %e, attempt, jobs = items.len(), "could not write results; retrying");
                 tokio::time::sleep(jittered(backoff)).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
     tracing::error!(
-        "giving up writing the result; the lease will expire and the job will be retried"
+        jobs = items.len(),
+        "giving up writing results; their leases will expire and the jobs will be retried"
     );
 }
 

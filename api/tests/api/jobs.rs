@@ -109,3 +109,23 @@ async fn health_and_ready_answer_json() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["code"], "not_found");
 }
+
+#[tokio::test]
+async fn get_with_wait_long_polls_until_the_job_finishes() {
+    let app = spawn_app().await;
+    let (_, body) = app
+        .submit(
+            json!({"script": "import time\n\ndef main():\n    time.sleep(1)\n    return 'late'\n"}),
+        )
+        .await;
+    let id = body["id"].as_str().expect("id");
+    let started = std::time::Instant::now();
+    let (status, job) = app.get(&format!("/jobs/{id}?wait=20")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["result"], "late");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let (status, body) = app.get(&format!("/jobs/{id}?wait=99")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["field"], "wait");
+}

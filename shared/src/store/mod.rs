@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{broadcast, Notify};
 
-use crate::job::{ClaimedJob, Job, JobId, Lease, NewJob, Outcome};
+use crate::job::{ClaimedJob, Job, JobId, JobStatus, Lease, NewJob, Outcome};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -118,7 +118,21 @@ pub trait JobStore: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::LeaseLost`] when the job is no longer running under this lease; nothing
     /// is written then.
-    async fn finish(&self, lease: &Lease, outcome: &Outcome) -> Result<(), StoreError>;
+    async fn finish(&self, lease: &Lease, outcome: &Outcome) -> Result<(), StoreError> {
+        let written = self
+            .finish_many(&[(lease.clone(), outcome.clone())])
+            .await?;
+        if written.contains(&lease.job_id) {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost(lease.job_id))
+        }
+    }
+
+    /// [`JobStore::finish`] for many jobs in one transaction; returns the ids that were
+    /// written. The others were fenced off (their lease is no longer held) and left as they
+    /// were.
+    async fn finish_many(&self, finished: &[(Lease, Outcome)]) -> Result<Vec<JobId>, StoreError>;
 
     /// Puts a running job back in the queue without counting the attempt (worker shutdown).
     ///
@@ -128,6 +142,9 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Those of `ids` that have reached a terminal status.
     async fn terminal_among(&self, ids: &[JobId]) -> Result<Vec<JobId>, StoreError>;
+
+    /// How many jobs are in each status (statuses with none are absent).
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, StoreError>;
 
     /// Succeeds when the database answers a trivial query.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -156,6 +173,17 @@ pub async fn connect(
     Ok(Arc::new(
         SqliteStore::connect(database_url, schema, options).await?,
     ))
+}
+
+/// Decodes `(status, count)` rows.
+fn status_counts(rows: Vec<(String, i64)>) -> Result<Vec<(JobStatus, u64)>, StoreError> {
+    rows.into_iter()
+        .map(|(status, count)| {
+            let status = JobStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
+            Ok((status, u64::try_from(count).unwrap_or(0)))
+        })
+        .collect()
 }
 
 /// Applied migrations against the ones this build embeds; the error tells operators what to do.

@@ -14,7 +14,9 @@ use sqlx::Row;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{require_migrations, JobStore, Schema, StoreError, StoreEvents, StoreOptions};
+use super::{
+    require_migrations, status_counts, JobStore, Schema, StoreError, StoreEvents, StoreOptions,
+};
 use crate::job::{
     ClaimedJob, ErrorKind, Failure, Job, JobId, JobStatus, Lease, Limits, NewJob, Outcome, Output,
     SourcePosition, Usage,
@@ -260,6 +262,57 @@ fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
     })
 }
 
+/// A batch of write-backs as one array per column, for `UNNEST`.
+#[derive(Default)]
+struct FinishColumns {
+    id: Vec<Uuid>,
+    worker_id: Vec<String>,
+    attempt: Vec<i32>,
+    status: Vec<&'static str>,
+    result: Vec<Option<String>>,
+    error: Vec<Option<String>>,
+    error_kind: Vec<Option<&'static str>>,
+    error_line: Vec<Option<i32>>,
+    error_column: Vec<Option<i32>>,
+    stdout: Vec<String>,
+    stdout_truncated: Vec<bool>,
+    stderr: Vec<String>,
+    stderr_truncated: Vec<bool>,
+    exit_code: Vec<Option<i32>>,
+    signal: Vec<Option<String>>,
+    wall_ms: Vec<Option<i64>>,
+    cpu_ms: Vec<Option<i64>>,
+    peak_memory_bytes: Vec<Option<i64>>,
+}
+
+impl FinishColumns {
+    fn push(&mut self, lease: &Lease, outcome: &Outcome, to_i32: impl Fn(u32) -> i32) {
+        let failure = outcome.result.as_ref().err();
+        let position = failure.and_then(|f| f.position);
+        self.id.push(lease.job_id.0);
+        self.worker_id.push(lease.worker_id.clone());
+        self.attempt.push(to_i32(lease.attempt));
+        self.status.push(outcome.status().as_str());
+        self.result
+            .push(outcome.result.as_ref().ok().map(|v| v.get().to_owned()));
+        self.error
+            .push(failure.map(|f| pg_text(&f.message).into_owned()));
+        self.error_kind.push(failure.map(|f| f.kind.as_str()));
+        self.error_line.push(position.map(|p| to_i32(p.line)));
+        self.error_column.push(position.map(|p| to_i32(p.column)));
+        self.stdout.push(pg_text(&outcome.stdout.text).into_owned());
+        self.stdout_truncated.push(outcome.stdout.truncated);
+        self.stderr.push(pg_text(&outcome.stderr.text).into_owned());
+        self.stderr_truncated.push(outcome.stderr.truncated);
+        self.exit_code.push(outcome.usage.exit_code);
+        self.signal.push(outcome.usage.signal.clone());
+        self.wall_ms.push(to_i64(outcome.usage.wall_ms));
+        self.cpu_ms.push(to_i64(outcome.usage.cpu_ms));
+        self.peak_memory_bytes
+            .push(to_i64(outcome.usage.peak_memory_bytes));
+    }
+}
+
 fn fenced(rows_affected: u64, lease: &Lease) -> Result<(), StoreError> {
     if rows_affected == 1 {
         Ok(())
@@ -358,49 +411,65 @@ impl JobStore for PgStore {
         fenced(done.rows_affected(), lease)
     }
 
-    async fn finish(&self, lease: &Lease, outcome: &Outcome) -> Result<(), StoreError> {
-        let (result, failure) = match &outcome.result {
-            Ok(value) => (Some(value.get()), None),
-            Err(failure) => (None, Some(failure)),
-        };
-        let position = failure.and_then(|f| f.position);
+    async fn finish_many(&self, finished: &[(Lease, Outcome)]) -> Result<Vec<JobId>, StoreError> {
+        if finished.is_empty() {
+            return Ok(Vec::new());
+        }
         let to_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
-        // The NOTIFY rides in the same statement, so it is sent exactly when the write
-        // commits; a fenced-off write selects no row and notifies nobody.
-        let row = sqlx::query(
-            "WITH done AS ( \
-                 UPDATE jobs SET status = $1, finished_at = $2, lease_expires_at = NULL, \
-                     result = $3, error = $4, error_kind = $5, error_line = $6, \
-                     error_column = $7, stdout = $8, stdout_truncated = $9, stderr = $10, \
-                     stderr_truncated = $11, exit_code = $12, signal = $13, wall_ms = $14, \
-                     cpu_ms = $15, peak_memory_bytes = $16 \
-                 WHERE id = $17 AND worker_id = $18 AND attempt = $19 AND status = 'running' \
-                 RETURNING id) \
-             SELECT pg_notify($20, id::text) FROM done",
+        let mut columns = FinishColumns::default();
+        for (lease, outcome) in finished {
+            columns.push(lease, outcome, to_i32);
+        }
+        // One statement for the whole batch: the rows arrive as parallel arrays, and each
+        // update is fenced on (id, worker, attempt, running) like a single write-back. The
+        // NOTIFYs ride in the same statement, so they are sent exactly when the writes commit.
+        let written: Vec<Uuid> = sqlx::query_scalar(
+            "WITH input AS ( \
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::text[], \
+                     $5::text[], $6::text[], $7::text[], $8::int[], $9::int[], $10::text[], \
+                     $11::bool[], $12::text[], $13::bool[], $14::int[], $15::text[], \
+                     $16::bigint[], $17::bigint[], $18::bigint[]) \
+                 AS t(id, worker_id, attempt, status, result, error, error_kind, error_line, \
+                      error_column, stdout, stdout_truncated, stderr, stderr_truncated, \
+                      exit_code, signal, wall_ms, cpu_ms, peak_memory_bytes)), \
+             done AS ( \
+                 UPDATE jobs j SET status = i.status, finished_at = $19, \
+                     lease_expires_at = NULL, result = i.result, error = i.error, \
+                     error_kind = i.error_kind, error_line = i.error_line, \
+                     error_column = i.error_column, stdout = i.stdout, \
+                     stdout_truncated = i.stdout_truncated, stderr = i.stderr, \
+                     stderr_truncated = i.stderr_truncated, exit_code = i.exit_code, \
+                     signal = i.signal, wall_ms = i.wall_ms, cpu_ms = i.cpu_ms, \
+                     peak_memory_bytes = i.peak_memory_bytes \
+                 FROM input i \
+                 WHERE j.id = i.id AND j.worker_id = i.worker_id AND j.attempt = i.attempt \
+                   AND j.status = 'running' \
+                 RETURNING j.id) \
+             SELECT id FROM done, LATERAL pg_notify($20, id::text)",
         )
-        .bind(outcome.status().as_str())
+        .bind(columns.id)
+        .bind(columns.worker_id)
+        .bind(columns.attempt)
+        .bind(columns.status)
+        .bind(columns.result)
+        .bind(columns.error)
+        .bind(columns.error_kind)
+        .bind(columns.error_line)
+        .bind(columns.error_column)
+        .bind(columns.stdout)
+        .bind(columns.stdout_truncated)
+        .bind(columns.stderr)
+        .bind(columns.stderr_truncated)
+        .bind(columns.exit_code)
+        .bind(columns.signal)
+        .bind(columns.wall_ms)
+        .bind(columns.cpu_ms)
+        .bind(columns.peak_memory_bytes)
         .bind(Utc::now())
-        .bind(result)
-        .bind(failure.map(|f| pg_text(&f.message)))
-        .bind(failure.map(|f| f.kind.as_str()))
-        .bind(position.map(|p| to_i32(p.line)))
-        .bind(position.map(|p| to_i32(p.column)))
-        .bind(pg_text(&outcome.stdout.text))
-        .bind(outcome.stdout.truncated)
-        .bind(pg_text(&outcome.stderr.text))
-        .bind(outcome.stderr.truncated)
-        .bind(outcome.usage.exit_code)
-        .bind(outcome.usage.signal.as_deref())
-        .bind(to_i64(outcome.usage.wall_ms))
-        .bind(to_i64(outcome.usage.cpu_ms))
-        .bind(to_i64(outcome.usage.peak_memory_bytes))
-        .bind(lease.job_id.0)
-        .bind(&lease.worker_id)
-        .bind(to_i32(lease.attempt))
         .bind(FINISHED_CHANNEL)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        fenced(u64::from(row.is_some()), lease)
+        Ok(written.into_iter().map(JobId).collect())
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
@@ -432,6 +501,14 @@ impl JobStore for PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(finished.into_iter().map(JobId).collect())
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        status_counts(rows)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -14,7 +14,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{require_migrations, JobStore, Schema, StoreError, StoreEvents, StoreOptions};
+use super::{
+    require_migrations, status_counts, JobStore, Schema, StoreError, StoreEvents, StoreOptions,
+};
 use crate::job::{
     ClaimedJob, ErrorKind, Failure, Job, JobId, JobStatus, Lease, Limits, NewJob, Outcome, Output,
     SourcePosition, Usage,
@@ -305,46 +307,52 @@ impl JobStore for SqliteStore {
         }
     }
 
-    async fn finish(&self, lease: &Lease, outcome: &Outcome) -> Result<(), StoreError> {
-        let (result, failure) = match &outcome.result {
-            Ok(value) => (Some(value.get()), None),
-            Err(failure) => (None, Some(failure)),
-        };
-        let position = failure.and_then(|f| f.position);
-        let done = sqlx::query(
-            "UPDATE jobs SET status = ?1, finished_at = ?2, lease_expires_at = NULL, \
-                 result = ?3, error = ?4, error_kind = ?5, error_line = ?6, error_column = ?7, \
-                 stdout = ?8, stdout_truncated = ?9, stderr = ?10, stderr_truncated = ?11, \
-                 exit_code = ?12, signal = ?13, wall_ms = ?14, cpu_ms = ?15, \
-                 peak_memory_bytes = ?16 \
-             WHERE id = ?17 AND worker_id = ?18 AND attempt = ?19 AND status = 'running'",
-        )
-        .bind(outcome.status().as_str())
-        .bind(timestamp(Utc::now()))
-        .bind(result)
-        .bind(failure.map(|f| f.message.as_str()))
-        .bind(failure.map(|f| f.kind.as_str()))
-        .bind(position.map(|p| i64::from(p.line)))
-        .bind(position.map(|p| i64::from(p.column)))
-        .bind(&outcome.stdout.text)
-        .bind(outcome.stdout.truncated)
-        .bind(&outcome.stderr.text)
-        .bind(outcome.stderr.truncated)
-        .bind(outcome.usage.exit_code)
-        .bind(outcome.usage.signal.as_deref())
-        .bind(to_i64(outcome.usage.wall_ms))
-        .bind(to_i64(outcome.usage.cpu_ms))
-        .bind(to_i64(outcome.usage.peak_memory_bytes))
-        .bind(lease.job_id.to_string())
-        .bind(&lease.worker_id)
-        .bind(i64::from(lease.attempt))
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::LeaseLost(lease.job_id))
+    async fn finish_many(&self, finished: &[(Lease, Outcome)]) -> Result<Vec<JobId>, StoreError> {
+        let finished_at = timestamp(Utc::now());
+        let mut written = Vec::with_capacity(finished.len());
+        // One transaction, one commit for the whole batch.
+        let mut tx = self.pool.begin().await?;
+        for (lease, outcome) in finished {
+            let (result, failure) = match &outcome.result {
+                Ok(value) => (Some(value.get()), None),
+                Err(failure) => (None, Some(failure)),
+            };
+            let position = failure.and_then(|f| f.position);
+            let done = sqlx::query(
+                "UPDATE jobs SET status = ?1, finished_at = ?2, lease_expires_at = NULL, \
+                     result = ?3, error = ?4, error_kind = ?5, error_line = ?6, \
+                     error_column = ?7, stdout = ?8, stdout_truncated = ?9, stderr = ?10, \
+                     stderr_truncated = ?11, exit_code = ?12, signal = ?13, wall_ms = ?14, \
+                     cpu_ms = ?15, peak_memory_bytes = ?16 \
+                 WHERE id = ?17 AND worker_id = ?18 AND attempt = ?19 AND status = 'running'",
+            )
+            .bind(outcome.status().as_str())
+            .bind(&finished_at)
+            .bind(result)
+            .bind(failure.map(|f| f.message.as_str()))
+            .bind(failure.map(|f| f.kind.as_str()))
+            .bind(position.map(|p| i64::from(p.line)))
+            .bind(position.map(|p| i64::from(p.column)))
+            .bind(&outcome.stdout.text)
+            .bind(outcome.stdout.truncated)
+            .bind(&outcome.stderr.text)
+            .bind(outcome.stderr.truncated)
+            .bind(outcome.usage.exit_code)
+            .bind(outcome.usage.signal.as_deref())
+            .bind(to_i64(outcome.usage.wall_ms))
+            .bind(to_i64(outcome.usage.cpu_ms))
+            .bind(to_i64(outcome.usage.peak_memory_bytes))
+            .bind(lease.job_id.to_string())
+            .bind(&lease.worker_id)
+            .bind(i64::from(lease.attempt))
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                written.push(lease.job_id);
+            }
         }
+        tx.commit().await?;
+        Ok(written)
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
@@ -383,6 +391,14 @@ impl JobStore for SqliteStore {
             }
         }
         Ok(finished)
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        status_counts(rows)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -239,6 +239,30 @@ pub async fn finish_twice_is_rejected(f: &Fixture) {
     assert_eq!(job.result.as_ref().map(|r| r.get()), Some("1"));
 }
 
+pub async fn batched_finish_writes_held_leases_and_skips_fenced_ones(f: &Fixture) {
+    let ids = enqueue_n(f.store.as_ref(), 3).await;
+    let batch = f.store.claim("w", 3, LEASE).await.expect("claim");
+    let stale = Lease {
+        attempt: batch[1].lease.attempt + 1,
+        ..batch[1].lease.clone()
+    };
+    let finished = vec![
+        (batch[0].lease.clone(), success("10")),
+        (stale, success("11")),
+        (batch[2].lease.clone(), success("12")),
+    ];
+    let mut written = f.store.finish_many(&finished).await.expect("batch");
+    written.sort();
+    let mut expected = vec![ids[0], ids[2]];
+    expected.sort();
+    assert_eq!(written, expected);
+    let skipped = f.store.get(ids[1]).await.expect("get").expect("present");
+    assert_eq!(skipped.status, JobStatus::Running);
+    let third = f.store.get(ids[2]).await.expect("get").expect("present");
+    assert_eq!(third.result.as_ref().map(|r| r.get()), Some("12"));
+    assert!(f.store.finish_many(&[]).await.expect("empty").is_empty());
+}
+
 pub async fn heartbeat_requires_the_current_lease(f: &Fixture) {
     enqueue_n(f.store.as_ref(), 1).await;
     let batch = f.store.claim("w", 1, LEASE).await.expect("claim");
@@ -286,6 +310,26 @@ pub async fn terminal_among_reports_only_finished_jobs(f: &Fixture) {
     let finished = f.store.terminal_among(&asked).await.expect("query");
     assert_eq!(finished, vec![ids[0]]);
     assert!(f.store.terminal_among(&[]).await.expect("empty").is_empty());
+}
+
+pub async fn jobs_are_counted_by_status(f: &Fixture) {
+    assert!(f.store.count_by_status().await.expect("count").is_empty());
+    enqueue_n(f.store.as_ref(), 4).await;
+    let batch = f.store.claim("w", 2, LEASE).await.expect("claim");
+    f.store
+        .finish(&batch[0].lease, &success("1"))
+        .await
+        .expect("finish");
+    let mut counts = f.store.count_by_status().await.expect("count");
+    counts.sort_by_key(|(status, _)| status.as_str());
+    assert_eq!(
+        counts,
+        vec![
+            (JobStatus::Queued, 2),
+            (JobStatus::Running, 1),
+            (JobStatus::Succeeded, 1)
+        ]
+    );
 }
 
 pub async fn worker_requiring_a_current_schema_accepts_a_migrated_database(f: &Fixture) {

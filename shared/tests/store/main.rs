@@ -126,9 +126,11 @@ macro_rules! store_cases {
                 finish_records_the_outcome,
                 finish_by_the_wrong_worker_or_attempt_is_rejected,
                 finish_twice_is_rejected,
+                batched_finish_writes_held_leases_and_skips_fenced_ones,
                 heartbeat_requires_the_current_lease,
                 released_job_is_queued_again_without_burning_an_attempt,
                 terminal_among_reports_only_finished_jobs,
+                jobs_are_counted_by_status,
                 worker_requiring_a_current_schema_accepts_a_migrated_database,
                 worker_requiring_a_current_schema_refuses_an_unmigrated_database,
             );
