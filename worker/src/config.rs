@@ -42,6 +42,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "WORKER_LEASE_SECS", default_value_t = 15)]
     pub lease_secs: u64,
 
+    /// Runs a job gets when its worker disappears mid-run; after the last it fails with
+    /// `worker_lost`.
+    #[arg(long, env = "WORKER_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+
     /// How long running jobs may finish after SIGTERM/SIGINT before they are released.
     #[arg(long, env = "WORKER_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,

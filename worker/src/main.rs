@@ -51,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
             backstop_poll: config.store.backstop_poll(),
             lease: config.lease(),
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+            max_attempts: config.max_attempts.max(1),
         },
         shutdown,
     )

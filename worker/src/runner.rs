@@ -25,6 +25,8 @@ pub struct RunnerSettings {
     pub backstop_poll: Duration,
     pub lease: Duration,
     pub shutdown_grace: Duration,
+    /// Runs a job gets before a lost worker fails it with `worker_lost`.
+    pub max_attempts: u32,
 }
 
 /// Longest wait between retries when the database is unreachable.
@@ -49,6 +51,12 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     let (finished_tx, finished_rx) = mpsc::channel(settings.concurrency.max(1));
     let writer = tokio::spawn(write_back(Arc::clone(&store), finished_rx));
+    let reaper = tokio::spawn(reap(
+        Arc::clone(&store),
+        settings.lease / 3,
+        settings.max_attempts,
+        shutdown.clone(),
+    ));
     let context = JobContext {
         store: Arc::clone(&store),
         executor: Arc::clone(&executor),
@@ -128,6 +136,32 @@ pub async fn run(
     // The last job tasks are gone; dropping the last sender lets the writer finish its queue.
     drop(context);
     let _ = writer.await;
+    let _ = reaper.await;
+}
+
+/// Every worker also reaps: jobs whose lease expired go back to the queue (or fail with
+/// `worker_lost` after their last attempt). Concurrent reapers are safe; see the stores.
+async fn reap(
+    store: Arc<dyn JobStore>,
+    every: Duration,
+    max_attempts: u32,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(jittered(every)) => {}
+        }
+        match store.reap_expired(max_attempts).await {
+            Ok(reaped) if reaped.requeued + reaped.failed > 0 => tracing::warn!(
+                requeued = reaped.requeued,
+                failed = reaped.failed,
+                "reaped jobs whose worker stopped renewing its lease"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reaping expired leases failed"),
+        }
+    }
 }
 
 /// Lets running jobs finish for `grace`, then stops them and puts them back in the queue.

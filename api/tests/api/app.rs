@@ -211,6 +211,12 @@ impl TestApp {
         self.workers.push(worker.spawn().expect("start worker"));
     }
 
+    /// Kills worker `index` with SIGKILL, as a crash would.
+    pub async fn kill_worker(&mut self, index: usize) {
+        let worker = self.workers.get_mut(index).expect("worker exists");
+        worker.kill().await.expect("kill worker");
+    }
+
     pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
         let response = self
             .client

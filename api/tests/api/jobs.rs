@@ -129,3 +129,36 @@ async fn get_with_wait_long_polls_until_the_job_finishes() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["field"], "wait");
 }
+
+#[tokio::test]
+async fn job_of_a_crashed_worker_is_rerun_by_another_after_its_lease_expires() {
+    let short_lease = vec![("WORKER_LEASE_SECS", "1".to_owned())];
+    let mut app = spawn_app_with(Options {
+        worker_env: short_lease.clone(),
+        ..Options::default()
+    })
+    .await;
+    let (_, body) = app
+        .submit(json!({"script": "import time\n\ndef main():\n    time.sleep(1.5)\n    return 'done'\n"}))
+        .await;
+    let id = body["id"].as_str().expect("id").to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, job) = app.job(&id).await;
+        if job["status"] == "running" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job never started: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.kill_worker(0).await;
+    app.start_worker(&short_lease);
+
+    let job = app.wait_for_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["result"], "done");
+    assert_eq!(job["attempt"], 2, "{job}");
+}

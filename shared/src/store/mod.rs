@@ -43,6 +43,19 @@ pub enum Schema {
     RequireCurrent,
 }
 
+/// What one reaper pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Jobs put back in the queue for another attempt.
+    pub requeued: u64,
+    /// Jobs that ran out of attempts and failed with `worker_lost`.
+    pub failed: u64,
+}
+
+/// The message a job gets when it fails because its workers kept disappearing.
+pub const WORKER_LOST_MESSAGE: &str =
+    "the worker running this job stopped responding on every attempt; the script may have run partly";
+
 /// How to connect, beyond the URL.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -139,6 +152,11 @@ pub trait JobStore: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::LeaseLost`] when the job is no longer running under this lease.
     async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// Returns running jobs whose lease expired (their worker died or lost the database) to
+    /// the queue with their attempt counted; those that already used `max_attempts` end
+    /// `failed` with `worker_lost` instead. Safe to run from many processes at once.
+    async fn reap_expired(&self, max_attempts: u32) -> Result<Reaped, StoreError>;
 
     /// Those of `ids` that have reached a terminal status.
     async fn terminal_among(&self, ids: &[JobId]) -> Result<Vec<JobId>, StoreError>;

@@ -15,7 +15,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    require_migrations, status_counts, JobStore, Schema, StoreError, StoreEvents, StoreOptions,
+    require_migrations, status_counts, JobStore, Reaped, Schema, StoreError, StoreEvents,
+    StoreOptions, WORKER_LOST_MESSAGE,
 };
 use crate::job::{
     ClaimedJob, ErrorKind, Failure, Job, JobId, JobStatus, Lease, Limits, NewJob, Outcome, Output,
@@ -487,6 +488,42 @@ impl JobStore for PgStore {
         fenced(done.rows_affected(), lease)?;
         self.enqueued.notify_one();
         Ok(())
+    }
+
+    async fn reap_expired(&self, max_attempts: u32) -> Result<Reaped, StoreError> {
+        let now = Utc::now();
+        // Row locks make concurrent reapers safe: a row one of them updated no longer
+        // matches `status = 'running'` for the other. Failed jobs notify their waiters.
+        let failed: Vec<Uuid> = sqlx::query_scalar(
+            "WITH lost AS ( \
+                 UPDATE jobs SET status = 'failed', finished_at = $1, lease_expires_at = NULL, \
+                     error_kind = 'worker_lost', error = $2 \
+                 WHERE status = 'running' AND lease_expires_at < $1 AND attempt >= $3 \
+                 RETURNING id) \
+             SELECT id FROM lost, LATERAL pg_notify($4, id::text)",
+        )
+        .bind(now)
+        .bind(WORKER_LOST_MESSAGE)
+        .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+        .bind(FINISHED_CHANNEL)
+        .fetch_all(&self.pool)
+        .await?;
+        let requeued = sqlx::query(
+            "UPDATE jobs SET status = 'queued', worker_id = NULL, started_at = NULL, \
+                 lease_expires_at = NULL \
+             WHERE status = 'running' AND lease_expires_at < $1",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if requeued > 0 {
+            self.enqueued.notify_one();
+        }
+        Ok(Reaped {
+            requeued,
+            failed: u64::try_from(failed.len()).unwrap_or(u64::MAX),
+        })
     }
 
     async fn terminal_among(&self, ids: &[JobId]) -> Result<Vec<JobId>, StoreError> {

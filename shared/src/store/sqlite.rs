@@ -15,7 +15,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
-    require_migrations, status_counts, JobStore, Schema, StoreError, StoreEvents, StoreOptions,
+    require_migrations, status_counts, JobStore, Reaped, Schema, StoreError, StoreEvents,
+    StoreOptions, WORKER_LOST_MESSAGE,
 };
 use crate::job::{
     ClaimedJob, ErrorKind, Failure, Job, JobId, JobStatus, Lease, Limits, NewJob, Outcome, Output,
@@ -372,6 +373,32 @@ impl JobStore for SqliteStore {
         } else {
             Err(StoreError::LeaseLost(lease.job_id))
         }
+    }
+
+    async fn reap_expired(&self, max_attempts: u32) -> Result<Reaped, StoreError> {
+        let now = timestamp(Utc::now());
+        // Fixed-width timestamps compare correctly as text.
+        let failed = sqlx::query(
+            "UPDATE jobs SET status = 'failed', finished_at = ?1, lease_expires_at = NULL, \
+                 error_kind = 'worker_lost', error = ?2 \
+             WHERE status = 'running' AND lease_expires_at < ?1 AND attempt >= ?3",
+        )
+        .bind(&now)
+        .bind(WORKER_LOST_MESSAGE)
+        .bind(i64::from(max_attempts))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let requeued = sqlx::query(
+            "UPDATE jobs SET status = 'queued', worker_id = NULL, started_at = NULL, \
+                 lease_expires_at = NULL \
+             WHERE status = 'running' AND lease_expires_at < ?1",
+        )
+        .bind(&now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(Reaped { requeued, failed })
     }
 
     async fn terminal_among(&self, ids: &[JobId]) -> Result<Vec<JobId>, StoreError> {

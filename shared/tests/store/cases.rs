@@ -10,7 +10,7 @@ use shared::job::{
     ErrorKind, Failure, JobId, JobStatus, Lease, Limits, NewJob, Outcome, Output, SourcePosition,
     Usage,
 };
-use shared::store::{JobStore, Schema, StoreError, StoreOptions};
+use shared::store::{JobStore, Reaped, Schema, StoreError, StoreOptions};
 
 use crate::Fixture;
 
@@ -296,6 +296,75 @@ pub async fn released_job_is_queued_again_without_burning_an_attempt(f: &Fixture
         f.store.release(&batch[0].lease).await,
         Err(StoreError::LeaseLost(_))
     ));
+}
+
+const SHORT_LEASE: Duration = Duration::from_millis(1);
+
+async fn let_leases_expire() {
+    tokio::time::sleep(Duration::from_millis(30)).await;
+}
+
+pub async fn expired_lease_makes_job_claimable_again(f: &Fixture) {
+    let ids = enqueue_n(f.store.as_ref(), 1).await;
+    f.store.claim("dead", 1, SHORT_LEASE).await.expect("claim");
+    let_leases_expire().await;
+    let reaped = f.store.reap_expired(3).await.expect("reap");
+    assert_eq!(
+        reaped,
+        Reaped {
+            requeued: 1,
+            failed: 0
+        }
+    );
+    let job = f.store.get(ids[0]).await.expect("get").expect("present");
+    assert_eq!(job.status, JobStatus::Queued);
+    let again = f.store.claim("alive", 1, LEASE).await.expect("claim");
+    assert_eq!(again[0].lease.job_id, ids[0]);
+    assert_eq!(
+        again[0].lease.attempt, 2,
+        "the lost run counts as an attempt"
+    );
+}
+
+pub async fn live_leases_are_not_reaped(f: &Fixture) {
+    enqueue_n(f.store.as_ref(), 1).await;
+    f.store.claim("alive", 1, LEASE).await.expect("claim");
+    let reaped = f.store.reap_expired(3).await.expect("reap");
+    assert_eq!(reaped, Reaped::default());
+}
+
+pub async fn job_fails_with_worker_lost_after_its_last_attempt(f: &Fixture) {
+    let ids = enqueue_n(f.store.as_ref(), 1).await;
+    for attempt in 1..=2 {
+        let claimed = f.store.claim("dying", 1, SHORT_LEASE).await.expect("claim");
+        assert_eq!(claimed[0].lease.attempt, attempt);
+        let_leases_expire().await;
+        f.store.reap_expired(2).await.expect("reap");
+    }
+    let job = f.store.get(ids[0]).await.expect("get").expect("present");
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.attempt, 2);
+    let failure = job.failure.expect("failure");
+    assert_eq!(failure.kind, ErrorKind::WorkerLost);
+    assert!(job.finished_at.is_some());
+    assert_eq!(f.store.terminal_among(&ids).await.expect("terminal"), ids);
+}
+
+pub async fn late_write_from_a_reaped_worker_is_rejected(f: &Fixture) {
+    let ids = enqueue_n(f.store.as_ref(), 1).await;
+    let first = f.store.claim("slow", 1, SHORT_LEASE).await.expect("claim");
+    let_leases_expire().await;
+    f.store.reap_expired(3).await.expect("reap");
+    let second = f.store.claim("fast", 1, LEASE).await.expect("claim");
+    let late = f.store.finish(&first[0].lease, &success("1")).await;
+    assert!(matches!(late, Err(StoreError::LeaseLost(_))));
+    f.store
+        .finish(&second[0].lease, &success("2"))
+        .await
+        .expect("current lease writes");
+    let job = f.store.get(ids[0]).await.expect("get").expect("present");
+    assert_eq!(job.result.as_ref().map(|r| r.get()), Some("2"));
+    assert_eq!(job.worker_id.as_deref(), Some("fast"));
 }
 
 pub async fn terminal_among_reports_only_finished_jobs(f: &Fixture) {
