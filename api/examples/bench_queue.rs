@@ -82,6 +82,7 @@ async fn pre_insert(store: &Arc<dyn JobStore>, n: usize) -> anyhow::Result<()> {
                             memory_mb: 256,
                         },
                         created_at: Utc::now(),
+                        idempotency: None,
                     })
                     .await?;
             }

@@ -37,6 +37,22 @@ pub struct ApiConfig {
     #[arg(long, env = "COMPLETION_POLL_MS", default_value_t = 10)]
     pub completion_poll_ms: u64,
 
+    /// Queued jobs past which `POST /jobs` and `/execute` answer 429.
+    #[arg(long, env = "MAX_QUEUED_JOBS", default_value_t = 10_000)]
+    pub max_queued_jobs: u64,
+
+    /// How long an `Idempotency-Key` keeps naming its job, in seconds.
+    #[arg(long, env = "IDEMPOTENCY_WINDOW_SECS", default_value_t = 86_400)]
+    pub idempotency_window_secs: u64,
+
+    /// Finished jobs are deleted this many seconds after they finished (default 7 days).
+    #[arg(long, env = "RETENTION_SECS", default_value_t = 604_800)]
+    pub retention_secs: u64,
+
+    /// Cancel the job of an `/execute` request whose client disconnects before the answer.
+    #[arg(long, env = "EXECUTE_CANCEL_ON_DISCONNECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub execute_cancel_on_disconnect: bool,
+
     /// Scripts validated at the same time (default: number of CPUs).
     #[arg(long, env = "VALIDATION_CONCURRENCY")]
     pub validation_concurrency: Option<usize>,

@@ -33,6 +33,14 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the service is busy validating other scripts; retry shortly")]
     Busy,
+    #[error("the queue is full ({depth} jobs waiting, limit {limit}); retry later")]
+    QueueFull { depth: u64, limit: u64 },
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyConflict { job_id: String },
+    #[error("the Idempotency-Key header must be 1 to 255 visible ASCII characters")]
+    InvalidIdempotencyKey,
+    #[error("job {id} already finished with status {status}")]
+    AlreadyFinished { id: String, status: &'static str },
     #[error("the job store is unavailable")]
     StoreUnavailable(#[source] StoreError),
     #[error("internal error")]
@@ -51,7 +59,11 @@ impl ApiError {
             Self::InvalidJson(_)
             | Self::InvalidField { .. }
             | Self::InvalidScript(_)
-            | Self::InvalidJobId(_) => StatusCode::BAD_REQUEST,
+            | Self::InvalidJobId(_)
+            | Self::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::IdempotencyConflict { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::AlreadyFinished { .. } => StatusCode::CONFLICT,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::JobNotFound(_) | Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -70,6 +82,10 @@ impl ApiError {
             Self::JobNotFound(_) | Self::NoRoute(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Busy => "busy",
+            Self::QueueFull { .. } => "queue_full",
+            Self::IdempotencyConflict { .. } => "idempotency_key_reused",
+            Self::InvalidIdempotencyKey => "invalid_idempotency_key",
+            Self::AlreadyFinished { .. } => "already_finished",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::Internal(_) => "internal_error",
         }
@@ -86,6 +102,17 @@ impl ApiError {
             }
             Self::TooLarge { limit, .. } => {
                 body.insert("limit_bytes".into(), json!(limit));
+            }
+            Self::QueueFull { depth, limit } => {
+                body.insert("queued".into(), json!(depth));
+                body.insert("limit".into(), json!(limit));
+            }
+            Self::IdempotencyConflict { job_id } => {
+                body.insert("id".into(), json!(job_id));
+            }
+            Self::AlreadyFinished { id, status } => {
+                body.insert("id".into(), json!(id));
+                body.insert("status".into(), json!(status));
             }
             _ => {}
         }
@@ -105,7 +132,10 @@ impl IntoResponse for ApiError {
         body.insert("code".into(), json!(self.code()));
         self.details(&mut body);
         let mut response = (status, Json(Value::Object(body))).into_response();
-        if matches!(self, Self::Busy | Self::StoreUnavailable(_)) {
+        if matches!(
+            self,
+            Self::Busy | Self::StoreUnavailable(_) | Self::QueueFull { .. }
+        ) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -5,6 +5,7 @@ pub mod completions;
 pub mod config;
 pub mod error;
 pub mod request;
+pub mod retention;
 pub mod routes;
 pub mod state;
 pub mod validation;
@@ -12,6 +13,7 @@ pub mod view;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{HeaderName, Request};
 use axum::response::IntoResponse;
@@ -44,7 +46,14 @@ pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> Router {
         checker: Arc::new(ScriptChecker::new(config.validation_concurrency())),
         completions,
         queue_grace: config.queue_grace(),
+        max_queued_jobs: config.max_queued_jobs,
+        idempotency_window: Duration::from_secs(config.idempotency_window_secs),
+        cancel_on_disconnect: config.execute_cancel_on_disconnect,
     };
+    tokio::spawn(retention::run(
+        Arc::clone(&state.store),
+        Duration::from_secs(config.retention_secs),
+    ));
     routes::router(state)
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".to_owned()).into_response()

@@ -3,14 +3,18 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde_json::{json, Value};
-use shared::job::{JobId, NewJob};
+use sha2::{Digest, Sha256};
+use shared::job::{Cancelled, Enqueued, Idempotency, JobId, NewJob};
+use shared::store::JobStore;
 
 use crate::error::ApiError;
 use crate::request::ScriptRequest;
@@ -22,7 +26,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/execute", post(execute))
         .route("/jobs", post(submit))
-        .route("/jobs/{id}", get(job))
+        .route("/jobs/{id}", get(job).delete(cancel))
+        .route("/jobs/{id}/cancel", post(cancel))
         .route("/validate", post(validate))
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -31,17 +36,114 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn enqueue(state: &AppState, request: ScriptRequest) -> Result<JobId, ApiError> {
+/// A job this request stored, or the one its `Idempotency-Key` already names.
+struct Submitted {
+    id: JobId,
+    created: bool,
+}
+
+/// The `Idempotency-Key` header, if sent.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::InvalidIdempotencyKey)?
+        .trim();
+    if key.is_empty() || key.len() > 255 {
+        return Err(ApiError::InvalidIdempotencyKey);
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// Digest of what makes two requests "the same" for an idempotency key.
+fn request_hash(request: &ScriptRequest) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(request.script.as_bytes());
+    hasher.update(request.limits.timeout.as_millis().to_le_bytes());
+    hasher.update(request.limits.memory_mb.to_le_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn submit_job(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: ScriptRequest,
+) -> Result<Submitted, ApiError> {
+    let key = idempotency_key(headers)?;
     state.checker.check(request.script.clone()).await?;
+    let depth = state.store.queue_depth().await?;
+    if depth >= state.max_queued_jobs {
+        return Err(ApiError::QueueFull {
+            depth,
+            limit: state.max_queued_jobs,
+        });
+    }
     let job = NewJob {
         id: JobId::new(),
+        idempotency: key.map(|key| Idempotency {
+            key,
+            request_hash: request_hash(&request),
+            window: state.idempotency_window,
+        }),
         script: request.script,
         limits: request.limits,
         created_at: Utc::now(),
     };
-    state.store.enqueue(&job).await?;
-    tracing::info!(job_id = %job.id, "job queued");
-    Ok(job.id)
+    match state.store.enqueue(&job).await? {
+        Enqueued::Created => {
+            tracing::info!(job_id = %job.id, "job queued");
+            Ok(Submitted {
+                id: job.id,
+                created: true,
+            })
+        }
+        Enqueued::Existing {
+            id,
+            same_request: true,
+        } => Ok(Submitted { id, created: false }),
+        Enqueued::Existing {
+            id,
+            same_request: false,
+        } => Err(ApiError::IdempotencyConflict {
+            job_id: id.to_string(),
+        }),
+    }
+}
+
+/// Cancels the job of an `/execute` whose client went away before the answer; disarmed once
+/// the answer is ready.
+struct CancelOnDisconnect {
+    store: Option<Arc<dyn JobStore>>,
+    id: JobId,
+}
+
+impl CancelOnDisconnect {
+    fn disarm(&mut self) {
+        self.store = None;
+    }
+}
+
+impl Drop for CancelOnDisconnect {
+    fn drop(&mut self) {
+        if let Some(store) = self.store.take() {
+            let id = self.id;
+            tokio::spawn(async move {
+                match store.cancel(id).await {
+                    Ok(Cancelled::Done) => {
+                        tracing::info!(job_id = %id, "client disconnected; job cancelled");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(job_id = %id, error = %e, "could not cancel job"),
+                }
+            });
+        }
+    }
 }
 
 fn accepted(id: JobId, status: &str) -> Response {
@@ -60,11 +162,18 @@ fn accepted(id: JobId, status: &str) -> Response {
 /// `POST /execute`: queue the script, wait for it, answer with its outcome.
 async fn execute(
     State(state): State<AppState>,
+    headers: HeaderMap,
     request: ScriptRequest,
 ) -> Result<Response, ApiError> {
     let wait = request.limits.timeout + state.queue_grace;
-    let id = enqueue(&state, request).await?;
-    if !state.completions.wait(id, wait).await {
+    let Submitted { id, created } = submit_job(&state, &headers, request).await?;
+    let mut guard = CancelOnDisconnect {
+        store: (created && state.cancel_on_disconnect).then(|| Arc::clone(&state.store)),
+        id,
+    };
+    let finished = state.completions.wait(id, wait).await;
+    guard.disarm();
+    if !finished {
         let status = state
             .store
             .get(id)
@@ -90,10 +199,44 @@ async fn execute(
 /// `POST /jobs`: queue the script and answer at once.
 async fn submit(
     State(state): State<AppState>,
+    headers: HeaderMap,
     request: ScriptRequest,
 ) -> Result<Response, ApiError> {
-    let id = enqueue(&state, request).await?;
-    Ok(accepted(id, "queued"))
+    let Submitted { id, created } = submit_job(&state, &headers, request).await?;
+    let status = if created {
+        "queued"
+    } else {
+        state
+            .store
+            .get(id)
+            .await?
+            .map_or("queued", |job| job.status.as_str())
+    };
+    Ok(accepted(id, status))
+}
+
+/// `POST /jobs/<id>/cancel` and `DELETE /jobs/<id>`.
+async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job_id: JobId = id.parse().map_err(|_| ApiError::InvalidJobId(id.clone()))?;
+    match state.store.cancel(job_id).await? {
+        Cancelled::Done => {
+            tracing::info!(job_id = %job_id, "job cancelled");
+            let job = state
+                .store
+                .get(job_id)
+                .await?
+                .ok_or_else(|| ApiError::JobNotFound(id.clone()))?;
+            Ok(Json(JobView::new(&job)).into_response())
+        }
+        Cancelled::AlreadyFinished(status) => Err(ApiError::AlreadyFinished {
+            id,
+            status: status.as_str(),
+        }),
+        Cancelled::NotFound => Err(ApiError::JobNotFound(id)),
+    }
 }
 
 /// `GET /jobs/<id>`.

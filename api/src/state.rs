@@ -18,4 +18,7 @@ pub struct AppState {
     pub checker: Arc<ScriptChecker>,
     pub completions: Arc<Completions>,
     pub queue_grace: Duration,
+    pub max_queued_jobs: u64,
+    pub idempotency_window: Duration,
+    pub cancel_on_disconnect: bool,
 }

@@ -187,6 +187,37 @@ pub struct NewJob {
     pub script: String,
     pub limits: Limits,
     pub created_at: DateTime<Utc>,
+    /// Set when the client sent an `Idempotency-Key`.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// A client's idempotency key and what it was first used for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    /// Digest of the request (script and limits); the same key with another digest is refused.
+    pub request_hash: String,
+    /// Keys older than this are forgotten and may be reused.
+    pub window: Duration,
+}
+
+/// What storing a new job did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// The job was stored.
+    Created,
+    /// The idempotency key already names a job; nothing was stored.
+    Existing { id: JobId, same_request: bool },
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The job is now `cancelled`; a worker running it stops within a heartbeat.
+    Done,
+    /// The job had already finished with this status; nothing changed.
+    AlreadyFinished(JobStatus),
+    NotFound,
 }
 
 /// The right to write a job back: only the worker and attempt that claimed it hold it.

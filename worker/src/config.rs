@@ -42,6 +42,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "WORKER_LEASE_SECS", default_value_t = 15)]
     pub lease_secs: u64,
 
+    /// How often a running job's lease is renewed, in milliseconds; a cancelled job is
+    /// noticed and its sandbox killed within one interval.
+    #[arg(long, env = "WORKER_HEARTBEAT_MS", default_value_t = 500)]
+    pub heartbeat_ms: u64,
+
     /// Runs a job gets when its worker disappears mid-run; after the last it fails with
     /// `worker_lost`.
     #[arg(long, env = "WORKER_MAX_ATTEMPTS", default_value_t = 3)]

@@ -50,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
             poll_interval: config.poll_interval(),
             backstop_poll: config.store.backstop_poll(),
             lease: config.lease(),
+            heartbeat: Duration::from_millis(config.heartbeat_ms.max(10)),
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
             max_attempts: config.max_attempts.max(1),
         },

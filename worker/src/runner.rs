@@ -24,6 +24,9 @@ pub struct RunnerSettings {
     /// Idle poll interval when it does, in case one is lost.
     pub backstop_poll: Duration,
     pub lease: Duration,
+    /// How often a running job's lease is renewed; a cancelled job is noticed (and its
+    /// sandbox killed) within one interval.
+    pub heartbeat: Duration,
     pub shutdown_grace: Duration,
     /// Runs a job gets before a lost worker fails it with `worker_lost`.
     pub max_attempts: u32,
@@ -61,6 +64,7 @@ pub async fn run(
         store: Arc::clone(&store),
         executor: Arc::clone(&executor),
         lease_for: settings.lease,
+        heartbeat: settings.heartbeat.min(settings.lease / 3),
         running: Arc::clone(&running),
         free: free_tx.clone(),
         finished: finished_tx,
@@ -209,6 +213,7 @@ struct JobContext {
     store: Arc<dyn JobStore>,
     executor: Arc<dyn Executor>,
     lease_for: Duration,
+    heartbeat: Duration,
     running: Running,
     free: mpsc::UnboundedSender<usize>,
     finished: mpsc::Sender<Finished>,
@@ -219,6 +224,7 @@ async fn run_job(job: ClaimedJob, slot: usize, context: JobContext) {
         store,
         executor,
         lease_for,
+        heartbeat,
         running,
         free,
         finished,
@@ -226,8 +232,8 @@ async fn run_job(job: ClaimedJob, slot: usize, context: JobContext) {
     tracing::info!("job started");
     let outcome = tokio::select! {
         outcome = executor.execute(&job, slot) => Some(outcome),
-        lost = keep_lease(store.as_ref(), &job.lease, lease_for) => {
-            tracing::warn!(error = %lost, "lease lost while running; sandbox stopped");
+        lost = keep_lease(store.as_ref(), &job.lease, lease_for, heartbeat) => {
+            tracing::warn!(error = %lost, "job cancelled or lease lost while running; sandbox stopped");
             None
         }
     };
@@ -251,9 +257,15 @@ async fn run_job(job: ClaimedJob, slot: usize, context: JobContext) {
     let _ = free.send(slot);
 }
 
-/// Extends the lease every third of its length; returns only when the lease is lost.
-async fn keep_lease(store: &dyn JobStore, lease: &Lease, lease_for: Duration) -> StoreError {
-    let mut interval = tokio::time::interval(lease_for / 3);
+/// Extends the lease every `every`; returns only when the lease is lost (the job was
+/// cancelled, or reaped after this worker lost the database for too long).
+async fn keep_lease(
+    store: &dyn JobStore,
+    lease: &Lease,
+    lease_for: Duration,
+    every: Duration,
+) -> StoreError {
+    let mut interval = tokio::time::interval(every);
     interval.tick().await;
     loop {
         interval.tick().await;

@@ -217,6 +217,35 @@ impl TestApp {
         worker.kill().await.expect("kill worker");
     }
 
+    /// Sends SIGTERM to worker `index` and waits for it to exit; returns its exit status.
+    pub async fn terminate_worker(&mut self, index: usize) -> std::process::ExitStatus {
+        let worker = self.workers.get_mut(index).expect("worker exists");
+        let pid = worker.id().expect("worker running");
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        tokio::time::timeout(Duration::from_secs(30), worker.wait())
+            .await
+            .expect("worker exits after SIGTERM")
+            .expect("wait for worker")
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .delete(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {text}"));
+        (status, value)
+    }
+
     pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
         let response = self
             .client

@@ -5,5 +5,6 @@ mod app;
 mod execute;
 mod jobs;
 mod readme;
+mod reliability;
 mod scale;
 mod validate;

@@ -9,7 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{broadcast, Notify};
 
-use crate::job::{ClaimedJob, Job, JobId, JobStatus, Lease, NewJob, Outcome};
+use chrono::{DateTime, Utc};
+
+use crate::job::{Cancelled, ClaimedJob, Enqueued, Job, JobId, JobStatus, Lease, NewJob, Outcome};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -51,6 +53,9 @@ pub struct Reaped {
     /// Jobs that ran out of attempts and failed with `worker_lost`.
     pub failed: u64,
 }
+
+/// The message a cancelled job gets.
+pub const CANCELLED_MESSAGE: &str = "cancelled by request";
 
 /// The message a job gets when it fails because its workers kept disappearing.
 pub const WORKER_LOST_MESSAGE: &str =
@@ -105,8 +110,24 @@ impl Default for StoreEvents {
 /// The queue contract every backend implements and one conformance suite checks.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
-    /// Stores a new job in `queued` state.
-    async fn enqueue(&self, job: &NewJob) -> Result<(), StoreError>;
+    /// Stores a new job in `queued` state, unless its idempotency key already names a job
+    /// created within the key's window.
+    async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, StoreError>;
+
+    /// Cancels a queued or running job. A running job's worker sees its lease gone at its
+    /// next heartbeat and kills the sandbox.
+    async fn cancel(&self, id: JobId) -> Result<Cancelled, StoreError>;
+
+    /// Number of queued jobs.
+    async fn queue_depth(&self) -> Result<u64, StoreError>;
+
+    /// Deletes up to `batch` finished jobs that finished before `cutoff`; returns how many.
+    /// Queued and running jobs are never deleted.
+    async fn delete_finished_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: u32,
+    ) -> Result<u64, StoreError>;
 
     /// The job with this id, if any.
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;

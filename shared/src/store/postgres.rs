@@ -16,11 +16,11 @@ use uuid::Uuid;
 
 use super::{
     require_migrations, status_counts, JobStore, Reaped, Schema, StoreError, StoreEvents,
-    StoreOptions, WORKER_LOST_MESSAGE,
+    StoreOptions, CANCELLED_MESSAGE, WORKER_LOST_MESSAGE,
 };
 use crate::job::{
-    ClaimedJob, ErrorKind, Failure, Job, JobId, JobStatus, Lease, Limits, NewJob, Outcome, Output,
-    SourcePosition, Usage,
+    Cancelled, ClaimedJob, Enqueued, ErrorKind, Failure, Job, JobId, JobStatus, Lease, Limits,
+    NewJob, Outcome, Output, SourcePosition, Usage,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -324,20 +324,107 @@ fn fenced(rows_affected: u64, lease: &Lease) -> Result<(), StoreError> {
 
 #[async_trait]
 impl JobStore for PgStore {
-    async fn enqueue(&self, job: &NewJob) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO jobs (id, status, script, timeout_ms, memory_mb, created_at, attempt) \
-             VALUES ($1, 'queued', $2, $3, $4, $5, 0)",
+    async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, StoreError> {
+        let idempotency = job.idempotency.as_ref();
+        if let Some(idempotency) = idempotency {
+            // An expired key is forgotten, so the unique index lets it name a new job.
+            let window =
+                chrono::Duration::from_std(idempotency.window).unwrap_or(chrono::Duration::MAX);
+            sqlx::query(
+                "UPDATE jobs SET idempotency_key = NULL \
+                 WHERE idempotency_key = $1 AND created_at < $2",
+            )
+            .bind(&idempotency.key)
+            .bind(job.created_at - window)
+            .execute(&self.pool)
+            .await?;
+        }
+        // ON CONFLICT DO NOTHING: of two requests racing with one key, exactly one inserts;
+        // the other finds the winner's row below.
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, status, script, timeout_ms, memory_mb, created_at, attempt, \
+                 idempotency_key, request_hash) \
+             VALUES ($1, 'queued', $2, $3, $4, $5, 0, $6, $7) \
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         )
         .bind(job.id.0)
         .bind(&job.script)
         .bind(millis(job.limits.timeout))
         .bind(i32::try_from(job.limits.memory_mb).unwrap_or(i32::MAX))
         .bind(job.created_at)
+        .bind(idempotency.map(|i| i.key.as_str()))
+        .bind(idempotency.map(|i| i.request_hash.as_str()))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        match idempotency {
+            Some(idempotency) if inserted == 0 => {
+                let (id, hash): (Uuid, Option<String>) =
+                    sqlx::query_as("SELECT id, request_hash FROM jobs WHERE idempotency_key = $1")
+                        .bind(&idempotency.key)
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(Enqueued::Existing {
+                    id: JobId(id),
+                    same_request: hash.as_deref() == Some(idempotency.request_hash.as_str()),
+                })
+            }
+            _ => {
+                self.enqueued.notify_one();
+                Ok(Enqueued::Created)
+            }
+        }
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<Cancelled, StoreError> {
+        // The NOTIFY wakes requests waiting on the job; its worker sees the lease gone at its
+        // next heartbeat.
+        let done: Option<Uuid> = sqlx::query_scalar(
+            "WITH cancelled AS ( \
+                 UPDATE jobs SET status = 'cancelled', finished_at = $1, \
+                     lease_expires_at = NULL, error_kind = 'cancelled', error = $2 \
+                 WHERE id = $3 AND status IN ('queued', 'running') \
+                 RETURNING id) \
+             SELECT id FROM cancelled, LATERAL pg_notify($4, id::text)",
+        )
+        .bind(Utc::now())
+        .bind(CANCELLED_MESSAGE)
+        .bind(id.0)
+        .bind(FINISHED_CHANNEL)
+        .fetch_optional(&self.pool)
+        .await?;
+        if done.is_some() {
+            return Ok(Cancelled::Done);
+        }
+        Ok(match self.get(id).await? {
+            Some(job) => Cancelled::AlreadyFinished(job.status),
+            None => Cancelled::NotFound,
+        })
+    }
+
+    async fn queue_depth(&self) -> Result<u64, StoreError> {
+        let depth: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = 'queued'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(depth).unwrap_or(0))
+    }
+
+    async fn delete_finished_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        // Small batches keep each delete's locks and WAL short next to live traffic.
+        let deleted = sqlx::query(
+            "DELETE FROM jobs WHERE id IN ( \
+                 SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1 \
+                 AND status NOT IN ('queued', 'running') LIMIT $2)",
+        )
+        .bind(cutoff)
+        .bind(i64::from(batch))
         .execute(&self.pool)
         .await?;
-        self.enqueued.notify_one();
-        Ok(())
+        Ok(deleted.rows_affected())
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {

@@ -16,11 +16,11 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
     require_migrations, status_counts, JobStore, Reaped, Schema, StoreError, StoreEvents,
-    StoreOptions, WORKER_LOST_MESSAGE,
+    StoreOptions, CANCELLED_MESSAGE, WORKER_LOST_MESSAGE,
 };
 use crate::job::{
-    ClaimedJob, ErrorKind, Failure, Job, JobId, JobStatus, Lease, Limits, NewJob, Outcome, Output,
-    SourcePosition, Usage,
+    Cancelled, ClaimedJob, Enqueued, ErrorKind, Failure, Job, JobId, JobStatus, Lease, Limits,
+    NewJob, Outcome, Output, SourcePosition, Usage,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -219,19 +219,96 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
 
 #[async_trait]
 impl JobStore for SqliteStore {
-    async fn enqueue(&self, job: &NewJob) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO jobs (id, status, script, timeout_ms, memory_mb, created_at, attempt) \
-             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, 0)",
+    async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, StoreError> {
+        let idempotency = job.idempotency.as_ref();
+        if let Some(idempotency) = idempotency {
+            // An expired key is forgotten, so the unique index lets it name a new job.
+            let window =
+                chrono::Duration::from_std(idempotency.window).unwrap_or(chrono::Duration::MAX);
+            sqlx::query(
+                "UPDATE jobs SET idempotency_key = NULL \
+                 WHERE idempotency_key = ?1 AND created_at < ?2",
+            )
+            .bind(&idempotency.key)
+            .bind(timestamp(job.created_at - window))
+            .execute(&self.pool)
+            .await?;
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, status, script, timeout_ms, memory_mb, created_at, attempt, \
+                 idempotency_key, request_hash) \
+             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, 0, ?6, ?7) \
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         )
         .bind(job.id.to_string())
         .bind(&job.script)
         .bind(millis(job.limits.timeout))
         .bind(i64::from(job.limits.memory_mb))
         .bind(timestamp(job.created_at))
+        .bind(idempotency.map(|i| i.key.as_str()))
+        .bind(idempotency.map(|i| i.request_hash.as_str()))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        match idempotency {
+            Some(idempotency) if inserted == 0 => {
+                let row =
+                    sqlx::query("SELECT id, request_hash FROM jobs WHERE idempotency_key = ?1")
+                        .bind(&idempotency.key)
+                        .fetch_one(&self.pool)
+                        .await?;
+                let hash: Option<String> = row.try_get("request_hash")?;
+                Ok(Enqueued::Existing {
+                    id: job_id_from_row(&row)?,
+                    same_request: hash.as_deref() == Some(idempotency.request_hash.as_str()),
+                })
+            }
+            _ => Ok(Enqueued::Created),
+        }
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<Cancelled, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', finished_at = ?1, lease_expires_at = NULL, \
+                 error_kind = 'cancelled', error = ?2 \
+             WHERE id = ?3 AND status IN ('queued', 'running')",
+        )
+        .bind(timestamp(Utc::now()))
+        .bind(CANCELLED_MESSAGE)
+        .bind(id.to_string())
         .execute(&self.pool)
         .await?;
-        Ok(())
+        if done.rows_affected() == 1 {
+            return Ok(Cancelled::Done);
+        }
+        Ok(match self.get(id).await? {
+            Some(job) => Cancelled::AlreadyFinished(job.status),
+            None => Cancelled::NotFound,
+        })
+    }
+
+    async fn queue_depth(&self) -> Result<u64, StoreError> {
+        let depth: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = 'queued'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(depth).unwrap_or(0))
+    }
+
+    async fn delete_finished_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        let deleted = sqlx::query(
+            "DELETE FROM jobs WHERE id IN ( \
+                 SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1 \
+                 AND status NOT IN ('queued', 'running') LIMIT ?2)",
+        )
+        .bind(timestamp(cutoff))
+        .bind(i64::from(batch))
+        .execute(&self.pool)
+        .await?;
+        Ok(deleted.rows_affected())
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {

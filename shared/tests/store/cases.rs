@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::value::RawValue;
 use shared::job::{
-    ErrorKind, Failure, JobId, JobStatus, Lease, Limits, NewJob, Outcome, Output, SourcePosition,
-    Usage,
+    Cancelled, Enqueued, ErrorKind, Failure, Idempotency, JobId, JobStatus, Lease, Limits, NewJob,
+    Outcome, Output, SourcePosition, Usage,
 };
 use shared::store::{JobStore, Reaped, Schema, StoreError, StoreOptions};
 
@@ -25,6 +25,18 @@ fn new_job(script: &str) -> NewJob {
             memory_mb: 128,
         },
         created_at: Utc::now(),
+        idempotency: None,
+    }
+}
+
+fn keyed_job(key: &str, script: &str, window: Duration) -> NewJob {
+    NewJob {
+        idempotency: Some(Idempotency {
+            key: key.to_owned(),
+            request_hash: format!("hash-of-{script}"),
+            window,
+        }),
+        ..new_job(script)
     }
 }
 
@@ -379,6 +391,162 @@ pub async fn terminal_among_reports_only_finished_jobs(f: &Fixture) {
     let finished = f.store.terminal_among(&asked).await.expect("query");
     assert_eq!(finished, vec![ids[0]]);
     assert!(f.store.terminal_among(&[]).await.expect("empty").is_empty());
+}
+
+pub async fn same_idempotency_key_and_request_returns_the_existing_job(f: &Fixture) {
+    let first = keyed_job("key-1", "a", Duration::from_secs(3600));
+    assert_eq!(
+        f.store.enqueue(&first).await.expect("enqueue"),
+        Enqueued::Created
+    );
+    let replay = keyed_job("key-1", "a", Duration::from_secs(3600));
+    assert_eq!(
+        f.store.enqueue(&replay).await.expect("enqueue"),
+        Enqueued::Existing {
+            id: first.id,
+            same_request: true
+        }
+    );
+    assert!(f.store.get(replay.id).await.expect("get").is_none());
+    let other_key = keyed_job("key-2", "a", Duration::from_secs(3600));
+    assert_eq!(
+        f.store.enqueue(&other_key).await.expect("enqueue"),
+        Enqueued::Created
+    );
+}
+
+pub async fn same_idempotency_key_with_another_request_is_flagged(f: &Fixture) {
+    let first = keyed_job("key-1", "a", Duration::from_secs(3600));
+    f.store.enqueue(&first).await.expect("enqueue");
+    let conflict = keyed_job("key-1", "b", Duration::from_secs(3600));
+    assert_eq!(
+        f.store.enqueue(&conflict).await.expect("enqueue"),
+        Enqueued::Existing {
+            id: first.id,
+            same_request: false
+        }
+    );
+}
+
+pub async fn expired_idempotency_key_names_a_new_job(f: &Fixture) {
+    let first = keyed_job("key-1", "a", Duration::from_millis(10));
+    f.store.enqueue(&first).await.expect("enqueue");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let later = keyed_job("key-1", "a", Duration::from_millis(10));
+    assert_eq!(
+        f.store.enqueue(&later).await.expect("enqueue"),
+        Enqueued::Created
+    );
+    assert!(f.store.get(later.id).await.expect("get").is_some());
+}
+
+pub async fn cancelled_queued_job_is_never_claimed(f: &Fixture) {
+    let ids = enqueue_n(f.store.as_ref(), 1).await;
+    assert_eq!(
+        f.store.cancel(ids[0]).await.expect("cancel"),
+        Cancelled::Done
+    );
+    let job = f.store.get(ids[0]).await.expect("get").expect("present");
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert_eq!(job.failure.map(|f| f.kind), Some(ErrorKind::Cancelled));
+    assert!(f
+        .store
+        .claim("w", 5, LEASE)
+        .await
+        .expect("claim")
+        .is_empty());
+    assert_eq!(f.store.terminal_among(&ids).await.expect("terminal"), ids);
+}
+
+pub async fn cancelling_a_running_job_fences_off_its_worker(f: &Fixture) {
+    let ids = enqueue_n(f.store.as_ref(), 1).await;
+    let claimed = f.store.claim("w", 1, LEASE).await.expect("claim");
+    assert_eq!(
+        f.store.cancel(ids[0]).await.expect("cancel"),
+        Cancelled::Done
+    );
+    assert!(matches!(
+        f.store.heartbeat(&claimed[0].lease, LEASE).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        f.store.finish(&claimed[0].lease, &success("1")).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    let job = f.store.get(ids[0]).await.expect("get").expect("present");
+    assert_eq!(job.status, JobStatus::Cancelled);
+}
+
+pub async fn cancelling_a_finished_or_unknown_job_changes_nothing(f: &Fixture) {
+    let ids = enqueue_n(f.store.as_ref(), 1).await;
+    let claimed = f.store.claim("w", 1, LEASE).await.expect("claim");
+    f.store
+        .finish(&claimed[0].lease, &success("1"))
+        .await
+        .expect("finish");
+    assert_eq!(
+        f.store.cancel(ids[0]).await.expect("cancel"),
+        Cancelled::AlreadyFinished(JobStatus::Succeeded)
+    );
+    assert_eq!(
+        f.store.cancel(JobId::new()).await.expect("cancel"),
+        Cancelled::NotFound
+    );
+}
+
+pub async fn queue_depth_counts_only_queued_jobs(f: &Fixture) {
+    enqueue_n(f.store.as_ref(), 3).await;
+    f.store.claim("w", 1, LEASE).await.expect("claim");
+    assert_eq!(f.store.queue_depth().await.expect("depth"), 2);
+}
+
+pub async fn retention_deletes_only_old_finished_jobs(f: &Fixture) {
+    let ids = enqueue_n(f.store.as_ref(), 4).await;
+    let claimed = f.store.claim("w", 3, LEASE).await.expect("claim");
+    for job in &claimed[..2] {
+        f.store
+            .finish(&job.lease, &success("1"))
+            .await
+            .expect("finish");
+    }
+    // Two finished, one running, one queued.
+    let none = f
+        .store
+        .delete_finished_before(Utc::now() - chrono::Duration::hours(1), 100)
+        .await
+        .expect("delete");
+    assert_eq!(none, 0, "recent jobs are kept");
+    let cutoff = Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(
+        f.store
+            .delete_finished_before(cutoff, 1)
+            .await
+            .expect("delete"),
+        1
+    );
+    assert_eq!(
+        f.store
+            .delete_finished_before(cutoff, 100)
+            .await
+            .expect("delete"),
+        1
+    );
+    assert_eq!(
+        f.store
+            .delete_finished_before(cutoff, 100)
+            .await
+            .expect("delete"),
+        0
+    );
+    assert!(f.store.get(ids[0]).await.expect("get").is_none());
+    assert!(
+        f.store.get(ids[2]).await.expect("get").is_some(),
+        "running job kept"
+    );
+    assert!(
+        f.store.get(ids[3]).await.expect("get").is_some(),
+        "queued job kept"
+    );
 }
 
 pub async fn jobs_are_counted_by_status(f: &Fixture) {

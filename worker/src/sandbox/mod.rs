@@ -184,7 +184,9 @@ impl NsjailExecutor {
     async fn run(&self, job: &ClaimedJob, slot: usize) -> Result<Outcome, SandboxError> {
         let files = self.prepare_files(&job.script)?;
         let memory_bytes = u64::from(job.limits.memory_mb) << 20;
-        let cgroup_name = format!("job-{}-{}", job.lease.job_id, job.lease.attempt);
+        // Unique per run: a released job runs again under the same attempt number, and the
+        // cgroup of an aborted run may still be tearing down.
+        let cgroup_name = format!("job-{}-{}", job.lease.job_id, uuid::Uuid::new_v4().simple());
         let cgroup =
             self.cgroups
                 .create_job(&cgroup_name, memory_bytes, self.config.max_processes)?;
