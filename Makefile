@@ -11,7 +11,7 @@ DATABASE_URL ?= sqlite://$(CURDIR)/data/jobs.db
 export DATABASE_URL
 CARGO ?= cargo
 
-.PHONY: run test provision build api worker lint bench clean
+.PHONY: run test chaos provision build api worker lint bench clean
 
 ## provision: install the sandbox runtime (Python + numpy + pandas) and nsjail; idempotent
 provision:
@@ -40,8 +40,14 @@ lint:
 ## local server; each test creates and drops its own database)
 test: provision lint
 	$(CARGO) build --workspace --bins --locked
-	$(CARGO) nextest run --workspace --locked --no-fail-fast
-	TEST_STORE=postgres $(CARGO) nextest run -p api --test api --locked --no-fail-fast
+	$(CARGO) nextest run --workspace --locked --no-fail-fast -E 'not test(/^chaos::/)'
+	TEST_STORE=postgres $(CARGO) nextest run -p api --test api --locked --no-fail-fast -E 'not test(/^chaos::/)'
+
+## chaos: crash workers and restart Postgres under load; one test at a time (the Postgres
+## restart would disturb anything else using it)
+chaos: provision
+	$(CARGO) build --workspace --bins --locked
+	$(CARGO) nextest run -p api --test api --locked --no-fail-fast --test-threads 1 --no-capture -E 'test(/^chaos::/)'
 
 ## bench: sandbox floor and /execute latency/throughput
 bench: provision

@@ -14,6 +14,7 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub database_url: String,
+    pub backend: Backend,
     _dir: tempfile::TempDir,
     api: Child,
     workers: Vec<Child>,
@@ -161,6 +162,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         base: format!("http://127.0.0.1:{port}"),
         client: reqwest::Client::new(),
         database_url,
+        backend: options.backend,
         _dir: dir,
         api,
         workers: Vec::new(),
@@ -192,7 +194,7 @@ impl TestApp {
         let root = repo_root();
         // Distinct outside uids per test process and worker, so per-uid limits of concurrently
         // running tests never add up.
-        let slot = u32::try_from(self.workers.len()).unwrap_or(0);
+        let slot = u32::try_from(self.workers.len() % 8).unwrap_or(0);
         let uid_base = 200_000 + (std::process::id() % 10_000) * 64 + slot * 8;
         let runtime = std::env::var("RUNTIME_DIR").unwrap_or_else(|_| "/opt/runbox".into());
         let mut worker = Command::new(bin_dir().join("worker"));
@@ -209,6 +211,14 @@ impl TestApp {
             .stdout(Stdio::null())
             .kill_on_drop(true);
         self.workers.push(worker.spawn().expect("start worker"));
+    }
+
+    /// Kills worker `index` with SIGKILL, as a crash would, and starts a fresh one in its place.
+    pub async fn crash_and_restart_worker(&mut self, index: usize, env: &[(&'static str, String)]) {
+        self.kill_worker(index).await;
+        self.start_worker(env);
+        let replacement = self.workers.pop().expect("just started");
+        self.workers[index] = replacement;
     }
 
     /// Kills worker `index` with SIGKILL, as a crash would.

@@ -2,6 +2,7 @@
 //! real nsjail sandboxes.
 
 mod app;
+mod chaos;
 mod execute;
 mod jobs;
 mod readme;

@@ -522,7 +522,8 @@ impl JobStore for PgStore {
                       exit_code, signal, wall_ms, cpu_ms, peak_memory_bytes)), \
              done AS ( \
                  UPDATE jobs j SET status = i.status, finished_at = $19, \
-                     lease_expires_at = NULL, result = i.result, error = i.error, \
+                     lease_expires_at = NULL, completions = j.completions + 1, \
+                     result = i.result, error = i.error, \
                      error_kind = i.error_kind, error_line = i.error_line, \
                      error_column = i.error_column, stdout = i.stdout, \
                      stdout_truncated = i.stdout_truncated, stderr = i.stderr, \

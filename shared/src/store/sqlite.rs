@@ -398,6 +398,7 @@ impl JobStore for SqliteStore {
             let position = failure.and_then(|f| f.position);
             let done = sqlx::query(
                 "UPDATE jobs SET status = ?1, finished_at = ?2, lease_expires_at = NULL, \
+                     completions = completions + 1, \
                      result = ?3, error = ?4, error_kind = ?5, error_line = ?6, \
                      error_column = ?7, stdout = ?8, stdout_truncated = ?9, stderr = ?10, \
                      stderr_truncated = ?11, exit_code = ?12, signal = ?13, wall_ms = ?14, \
