@@ -112,6 +112,15 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// Status and JSON body of a response; every answer of the API must be JSON.
+async fn json_response(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    let value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("response is not JSON ({e}): {text}"));
+    (status, value)
+}
+
 /// Settings a test may change.
 #[derive(Clone)]
 pub struct Options {
@@ -249,11 +258,7 @@ impl TestApp {
             .send()
             .await
             .expect("request sent");
-        let status = response.status();
-        let text = response.text().await.expect("body");
-        let value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {text}"));
-        (status, value)
+        json_response(response).await
     }
 
     pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
@@ -265,11 +270,7 @@ impl TestApp {
             .send()
             .await
             .expect("request sent");
-        let status = response.status();
-        let text = response.text().await.expect("body");
-        let value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {text}"));
-        (status, value)
+        json_response(response).await
     }
 
     pub async fn execute(&self, body: Value) -> (StatusCode, Value) {
@@ -296,11 +297,7 @@ impl TestApp {
             .send()
             .await
             .expect("request sent");
-        let status = response.status();
-        let text = response.text().await.expect("body");
-        let value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {text}"));
-        (status, value)
+        json_response(response).await
     }
 
     pub async fn job(&self, id: &str) -> (StatusCode, Value) {

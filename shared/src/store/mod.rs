@@ -1,5 +1,6 @@
 //! The jobs table behind one trait, so the API and workers never see which database holds it.
 
+mod decode;
 mod postgres;
 mod sqlite;
 
@@ -212,17 +213,6 @@ pub async fn connect(
     Ok(Arc::new(
         SqliteStore::connect(database_url, schema, options).await?,
     ))
-}
-
-/// Decodes `(status, count)` rows.
-fn status_counts(rows: Vec<(String, i64)>) -> Result<Vec<(JobStatus, u64)>, StoreError> {
-    rows.into_iter()
-        .map(|(status, count)| {
-            let status = JobStatus::parse(&status)
-                .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
-            Ok((status, u64::try_from(count).unwrap_or(0)))
-        })
-        .collect()
 }
 
 /// Applied migrations against the ones this build embeds; the error tells operators what to do.

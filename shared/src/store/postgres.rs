@@ -8,19 +8,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    require_migrations, status_counts, JobStore, Reaped, Schema, StoreError, StoreEvents,
-    StoreOptions, CANCELLED_MESSAGE, WORKER_LOST_MESSAGE,
+    decode, require_migrations, JobStore, Reaped, Schema, StoreError, StoreEvents, StoreOptions,
+    CANCELLED_MESSAGE, WORKER_LOST_MESSAGE,
 };
 use crate::job::{
-    Cancelled, ClaimedJob, Enqueued, ErrorKind, Failure, Job, JobId, JobStatus, Lease, Limits,
-    NewJob, Outcome, Output, SourcePosition, Usage,
+    Cancelled, ClaimedJob, Enqueued, Job, JobId, JobStatus, Lease, Limits, NewJob, Outcome, Usage,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -175,18 +173,6 @@ fn lease_deadline(lease_for: Duration) -> DateTime<Utc> {
     Utc::now() + chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::MAX)
 }
 
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn to_i64(v: Option<u64>) -> Option<i64> {
-    v.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
-}
-
-fn to_u64(v: Option<i64>) -> Option<u64> {
-    v.and_then(|v| u64::try_from(v).ok())
-}
-
 fn to_u32(v: i32) -> u32 {
     u32::try_from(v).unwrap_or(0)
 }
@@ -195,68 +181,36 @@ fn limits_from_row(row: &PgRow) -> Result<Limits, StoreError> {
     let timeout_ms: i64 = row.try_get("timeout_ms")?;
     let memory_mb: i32 = row.try_get("memory_mb")?;
     Ok(Limits {
-        timeout: Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0)),
+        timeout: decode::timeout(timeout_ms),
         memory_mb: to_u32(memory_mb),
     })
 }
 
-fn output_from_row(row: &PgRow, text: &str, truncated: &str) -> Result<Option<Output>, StoreError> {
-    let text: Option<String> = row.try_get(text)?;
-    let truncated: Option<bool> = row.try_get(truncated)?;
-    Ok(text.map(|text| Output {
-        text,
-        truncated: truncated.unwrap_or(false),
-    }))
-}
-
 fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
-    let status: String = row.try_get("status")?;
-    let status = JobStatus::parse(&status)
-        .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
-    let result: Option<String> = row.try_get("result")?;
-    let result = result
-        .map(RawValue::from_string)
-        .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("result: {e}")))?;
-    let error_kind: Option<String> = row.try_get("error_kind")?;
-    let failure = match error_kind {
-        None => None,
-        Some(kind) => {
-            let line: Option<i32> = row.try_get("error_line")?;
-            let column: Option<i32> = row.try_get("error_column")?;
-            Some(Failure {
-                kind: ErrorKind::parse(&kind)
-                    .ok_or_else(|| StoreError::Corrupt(format!("error_kind {kind:?}")))?,
-                message: row
-                    .try_get::<Option<String>, _>("error")?
-                    .unwrap_or_default(),
-                position: match (line, column) {
-                    (Some(line), Some(column)) => Some(SourcePosition {
-                        line: to_u32(line),
-                        column: to_u32(column),
-                    }),
-                    _ => None,
-                },
-            })
-        }
-    };
+    let failure = decode::failure(
+        row.try_get("error_kind")?,
+        row.try_get("error")?,
+        row.try_get::<Option<i32>, _>("error_line")?.map(i64::from),
+        row.try_get::<Option<i32>, _>("error_column")?
+            .map(i64::from),
+    )?;
     Ok(Job {
         id: JobId(row.try_get("id")?),
-        status,
+        status: decode::status(&row.try_get::<String, _>("status")?)?,
         limits: limits_from_row(row)?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
         worker_id: row.try_get("worker_id")?,
         attempt: to_u32(row.try_get("attempt")?),
-        result,
+        result: decode::result(row.try_get("result")?)?,
         failure,
-        stdout: output_from_row(row, "stdout", "stdout_truncated")?,
-        stderr: output_from_row(row, "stderr", "stderr_truncated")?,
+        stdout: decode::output(row.try_get("stdout")?, row.try_get("stdout_truncated")?),
+        stderr: decode::output(row.try_get("stderr")?, row.try_get("stderr_truncated")?),
         usage: Usage {
-            wall_ms: to_u64(row.try_get("wall_ms")?),
-            cpu_ms: to_u64(row.try_get("cpu_ms")?),
-            peak_memory_bytes: to_u64(row.try_get("peak_memory_bytes")?),
+            wall_ms: decode::unsigned(row.try_get("wall_ms")?),
+            cpu_ms: decode::unsigned(row.try_get("cpu_ms")?),
+            peak_memory_bytes: decode::unsigned(row.try_get("peak_memory_bytes")?),
             exit_code: row.try_get("exit_code")?,
             signal: row.try_get("signal")?,
         },
@@ -307,10 +261,10 @@ impl FinishColumns {
         self.stderr_truncated.push(outcome.stderr.truncated);
         self.exit_code.push(outcome.usage.exit_code);
         self.signal.push(outcome.usage.signal.clone());
-        self.wall_ms.push(to_i64(outcome.usage.wall_ms));
-        self.cpu_ms.push(to_i64(outcome.usage.cpu_ms));
+        self.wall_ms.push(decode::signed(outcome.usage.wall_ms));
+        self.cpu_ms.push(decode::signed(outcome.usage.cpu_ms));
         self.peak_memory_bytes
-            .push(to_i64(outcome.usage.peak_memory_bytes));
+            .push(decode::signed(outcome.usage.peak_memory_bytes));
     }
 }
 
@@ -349,7 +303,7 @@ impl JobStore for PgStore {
         )
         .bind(job.id.0)
         .bind(&job.script)
-        .bind(millis(job.limits.timeout))
+        .bind(decode::millis(job.limits.timeout))
         .bind(i32::try_from(job.limits.memory_mb).unwrap_or(i32::MAX))
         .bind(job.created_at)
         .bind(idempotency.map(|i| i.key.as_str()))
@@ -633,7 +587,7 @@ impl JobStore for PgStore {
             sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
                 .fetch_all(&self.pool)
                 .await?;
-        status_counts(rows)
+        decode::status_counts(rows)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::value::RawValue;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -15,12 +14,11 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
-    require_migrations, status_counts, JobStore, Reaped, Schema, StoreError, StoreEvents,
-    StoreOptions, CANCELLED_MESSAGE, WORKER_LOST_MESSAGE,
+    decode, require_migrations, JobStore, Reaped, Schema, StoreError, StoreEvents, StoreOptions,
+    CANCELLED_MESSAGE, WORKER_LOST_MESSAGE,
 };
 use crate::job::{
-    Cancelled, ClaimedJob, Enqueued, ErrorKind, Failure, Job, JobId, JobStatus, Lease, Limits,
-    NewJob, Outcome, Output, SourcePosition, Usage,
+    Cancelled, ClaimedJob, Enqueued, Job, JobId, JobStatus, Lease, Limits, NewJob, Outcome, Usage,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -119,23 +117,11 @@ fn lease_deadline(lease_for: Duration) -> String {
     timestamp(Utc::now() + lease_for)
 }
 
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn to_i64(v: Option<u64>) -> Option<i64> {
-    v.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
-}
-
-fn to_u64(v: Option<i64>) -> Option<u64> {
-    v.and_then(|v| u64::try_from(v).ok())
-}
-
 fn limits_from_row(row: &SqliteRow) -> Result<Limits, StoreError> {
     let timeout_ms: i64 = row.try_get("timeout_ms")?;
     let memory_mb: i64 = row.try_get("memory_mb")?;
     Ok(Limits {
-        timeout: Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0)),
+        timeout: decode::timeout(timeout_ms),
         memory_mb: u32::try_from(memory_mb)
             .map_err(|_| StoreError::Corrupt(format!("memory_mb {memory_mb}")))?,
     })
@@ -147,68 +133,31 @@ fn job_id_from_row(row: &SqliteRow) -> Result<JobId, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("job id {id:?}: {e}")))
 }
 
-fn output_from_row(
-    row: &SqliteRow,
-    text: &str,
-    truncated: &str,
-) -> Result<Option<Output>, StoreError> {
-    let text: Option<String> = row.try_get(text)?;
-    let truncated: Option<bool> = row.try_get(truncated)?;
-    Ok(text.map(|text| Output {
-        text,
-        truncated: truncated.unwrap_or(false),
-    }))
-}
-
 fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
-    let status: String = row.try_get("status")?;
-    let status = JobStatus::parse(&status)
-        .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
-    let result: Option<String> = row.try_get("result")?;
-    let result = result
-        .map(RawValue::from_string)
-        .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("result: {e}")))?;
-    let error_kind: Option<String> = row.try_get("error_kind")?;
-    let failure = match error_kind {
-        None => None,
-        Some(kind) => {
-            let line: Option<i64> = row.try_get("error_line")?;
-            let column: Option<i64> = row.try_get("error_column")?;
-            Some(Failure {
-                kind: ErrorKind::parse(&kind)
-                    .ok_or_else(|| StoreError::Corrupt(format!("error_kind {kind:?}")))?,
-                message: row
-                    .try_get::<Option<String>, _>("error")?
-                    .unwrap_or_default(),
-                position: match (line, column) {
-                    (Some(line), Some(column)) => Some(SourcePosition {
-                        line: u32::try_from(line).unwrap_or(0),
-                        column: u32::try_from(column).unwrap_or(0),
-                    }),
-                    _ => None,
-                },
-            })
-        }
-    };
+    let failure = decode::failure(
+        row.try_get("error_kind")?,
+        row.try_get("error")?,
+        row.try_get("error_line")?,
+        row.try_get("error_column")?,
+    )?;
     let attempt: i64 = row.try_get("attempt")?;
     Ok(Job {
         id: job_id_from_row(row)?,
-        status,
+        status: decode::status(&row.try_get::<String, _>("status")?)?,
         limits: limits_from_row(row)?,
         created_at: parse_timestamp(&row.try_get::<String, _>("created_at")?)?,
         started_at: parse_optional_timestamp(row, "started_at")?,
         finished_at: parse_optional_timestamp(row, "finished_at")?,
         worker_id: row.try_get("worker_id")?,
         attempt: u32::try_from(attempt).unwrap_or(0),
-        result,
+        result: decode::result(row.try_get("result")?)?,
         failure,
-        stdout: output_from_row(row, "stdout", "stdout_truncated")?,
-        stderr: output_from_row(row, "stderr", "stderr_truncated")?,
+        stdout: decode::output(row.try_get("stdout")?, row.try_get("stdout_truncated")?),
+        stderr: decode::output(row.try_get("stderr")?, row.try_get("stderr_truncated")?),
         usage: Usage {
-            wall_ms: to_u64(row.try_get("wall_ms")?),
-            cpu_ms: to_u64(row.try_get("cpu_ms")?),
-            peak_memory_bytes: to_u64(row.try_get("peak_memory_bytes")?),
+            wall_ms: decode::unsigned(row.try_get("wall_ms")?),
+            cpu_ms: decode::unsigned(row.try_get("cpu_ms")?),
+            peak_memory_bytes: decode::unsigned(row.try_get("peak_memory_bytes")?),
             exit_code: row
                 .try_get::<Option<i64>, _>("exit_code")?
                 .and_then(|c| i32::try_from(c).ok()),
@@ -242,7 +191,7 @@ impl JobStore for SqliteStore {
         )
         .bind(job.id.to_string())
         .bind(&job.script)
-        .bind(millis(job.limits.timeout))
+        .bind(decode::millis(job.limits.timeout))
         .bind(i64::from(job.limits.memory_mb))
         .bind(timestamp(job.created_at))
         .bind(idempotency.map(|i| i.key.as_str()))
@@ -418,9 +367,9 @@ impl JobStore for SqliteStore {
             .bind(outcome.stderr.truncated)
             .bind(outcome.usage.exit_code)
             .bind(outcome.usage.signal.as_deref())
-            .bind(to_i64(outcome.usage.wall_ms))
-            .bind(to_i64(outcome.usage.cpu_ms))
-            .bind(to_i64(outcome.usage.peak_memory_bytes))
+            .bind(decode::signed(outcome.usage.wall_ms))
+            .bind(decode::signed(outcome.usage.cpu_ms))
+            .bind(decode::signed(outcome.usage.peak_memory_bytes))
             .bind(lease.job_id.to_string())
             .bind(&lease.worker_id)
             .bind(i64::from(lease.attempt))
@@ -503,7 +452,7 @@ impl JobStore for SqliteStore {
             sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
                 .fetch_all(&self.pool)
                 .await?;
-        status_counts(rows)
+        decode::status_counts(rows)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

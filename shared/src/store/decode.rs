@@ -1,0 +1,74 @@
+//! Column values both backends store the same way, turned back into the job model. Each
+//! backend reads its own rows; this is only the part where their columns agree.
+
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+
+use super::StoreError;
+use crate::job::{ErrorKind, Failure, JobStatus, Output, SourcePosition};
+
+pub(super) fn status(text: &str) -> Result<JobStatus, StoreError> {
+    JobStatus::parse(text).ok_or_else(|| StoreError::Corrupt(format!("status {text:?}")))
+}
+
+pub(super) fn result(text: Option<String>) -> Result<Option<Box<RawValue>>, StoreError> {
+    text.map(RawValue::from_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("result: {e}")))
+}
+
+/// The failure columns; `None` when the job has no `error_kind`.
+pub(super) fn failure(
+    kind: Option<String>,
+    message: Option<String>,
+    line: Option<i64>,
+    column: Option<i64>,
+) -> Result<Option<Failure>, StoreError> {
+    let Some(kind) = kind else {
+        return Ok(None);
+    };
+    let to_u32 = |v: i64| u32::try_from(v).unwrap_or(0);
+    Ok(Some(Failure {
+        kind: ErrorKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("error_kind {kind:?}")))?,
+        message: message.unwrap_or_default(),
+        position: match (line, column) {
+            (Some(line), Some(column)) => Some(SourcePosition {
+                line: to_u32(line),
+                column: to_u32(column),
+            }),
+            _ => None,
+        },
+    }))
+}
+
+pub(super) fn output(text: Option<String>, truncated: Option<bool>) -> Option<Output> {
+    text.map(|text| Output {
+        text,
+        truncated: truncated.unwrap_or(false),
+    })
+}
+
+pub(super) fn timeout(millis: i64) -> Duration {
+    Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+}
+
+pub(super) fn unsigned(v: Option<i64>) -> Option<u64> {
+    v.and_then(|v| u64::try_from(v).ok())
+}
+
+pub(super) fn signed(v: Option<u64>) -> Option<i64> {
+    v.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+pub(super) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `(status, count)` rows.
+pub(super) fn status_counts(rows: Vec<(String, i64)>) -> Result<Vec<(JobStatus, u64)>, StoreError> {
+    rows.into_iter()
+        .map(|(text, count)| Ok((status(&text)?, u64::try_from(count).unwrap_or(0))))
+        .collect()
+}
