@@ -37,6 +37,14 @@ pub struct ApiConfig {
     #[arg(long, env = "COMPLETION_POLL_MS", default_value_t = 10)]
     pub completion_poll_ms: u64,
 
+    /// Requests served at once; past it, new requests get 503 `overloaded` at once.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+
+    /// Longest any request may take, in seconds (`/execute` answers 202 well before this).
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 120)]
+    pub request_timeout_secs: u64,
+
     /// Queued jobs past which `POST /jobs` and `/execute` answer 429.
     #[arg(long, env = "MAX_QUEUED_JOBS", default_value_t = 10_000)]
     pub max_queued_jobs: u64,

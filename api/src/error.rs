@@ -33,6 +33,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the service is busy validating other scripts; retry shortly")]
     Busy,
+    #[error("the server is handling too many requests; retry shortly")]
+    Overloaded,
+    #[error("the request took longer than the server's {0}-second limit")]
+    RequestTimeout(u64),
     #[error("the queue is full ({depth} jobs waiting, limit {limit}); retry later")]
     QueueFull { depth: u64, limit: u64 },
     #[error("this Idempotency-Key was already used with a different request")]
@@ -67,7 +71,10 @@ impl ApiError {
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::JobNotFound(_) | Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Busy | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Busy | Self::StoreUnavailable(_) | Self::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -82,6 +89,8 @@ impl ApiError {
             Self::JobNotFound(_) | Self::NoRoute(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Busy => "busy",
+            Self::Overloaded => "overloaded",
+            Self::RequestTimeout(_) => "request_timeout",
             Self::QueueFull { .. } => "queue_full",
             Self::IdempotencyConflict { .. } => "idempotency_key_reused",
             Self::InvalidIdempotencyKey => "invalid_idempotency_key",
@@ -134,7 +143,7 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(Value::Object(body))).into_response();
         if matches!(
             self,
-            Self::Busy | Self::StoreUnavailable(_) | Self::QueueFull { .. }
+            Self::Busy | Self::StoreUnavailable(_) | Self::QueueFull { .. } | Self::Overloaded
         ) {
             response
                 .headers_mut()

@@ -15,11 +15,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::http::{HeaderName, Request};
 use axum::response::IntoResponse;
+use axum::BoxError;
 use axum::Router;
 use shared::store::JobStore;
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -54,10 +57,28 @@ pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> Router {
         Arc::clone(&state.store),
         Duration::from_secs(config.retention_secs),
     ));
+    let request_timeout = config.request_timeout_secs;
     routes::router(state)
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".to_owned()).into_response()
         }))
+        // Outermost of the limits: shed load at once when too many requests are in flight,
+        // and bound every request's time, answering both with our JSON errors.
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |error: BoxError| async move {
+                    if error.is::<tower::timeout::error::Elapsed>() {
+                        ApiError::RequestTimeout(request_timeout)
+                    } else if error.is::<tower::load_shed::error::Overloaded>() {
+                        ApiError::Overloaded
+                    } else {
+                        ApiError::Internal(error.to_string())
+                    }
+                }))
+                .load_shed()
+                .concurrency_limit(config.max_concurrent_requests.max(1))
+                .timeout(Duration::from_secs(request_timeout.max(1))),
+        )
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 let id = request

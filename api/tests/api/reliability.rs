@@ -210,3 +210,18 @@ async fn sigterm_to_a_worker_mid_job_releases_it_to_another_worker() {
     assert_eq!(job["result"], "finished");
     assert_eq!(job["attempt"], 1);
 }
+
+#[tokio::test]
+async fn request_past_the_server_time_limit_is_a_json_504() {
+    let app = spawn_app_with(Options {
+        with_worker: false,
+        api_env: vec![("REQUEST_TIMEOUT_SECS", "1".to_owned())],
+        ..Options::default()
+    })
+    .await;
+    let started = Instant::now();
+    let (status, body) = app.run("def main():\n    return 1\n").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(body["code"], "request_timeout");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
