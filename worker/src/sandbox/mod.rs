@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
 use crate::config::SandboxConfig;
-use cgroup::{CgroupUsage, Cgroups};
+use cgroup::{CgroupUsage, Cgroups, JobCgroup, JobSpec};
 use verdict::{judge, parse_jail_exit, Record, RunReport};
 
 /// The harness, embedded so the worker binary is all a host needs besides nsjail and Python.
@@ -31,6 +31,10 @@ const INSIDE_ID: u32 = 1000;
 
 /// How long after the process ends its output pipes may still be drained.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the kernel may take to tear down a jail's processes after nsjail is gone before
+/// the worker kills whatever is left in the job's cgroup.
+const SETTLE_GRACE: Duration = Duration::from_secs(1);
 
 /// Problems with the sandbox itself; they stop the worker from starting.
 #[derive(Debug, thiserror::Error)]
@@ -96,8 +100,9 @@ impl NsjailExecutor {
         match &cgroups {
             Cgroups::Unavailable { reason } => tracing::warn!(
                 %reason,
-                "no usable cgroup: memory is limited by RLIMIT_AS only, and memory_limit \
-                 verdicts and peak memory are not available"
+                "no usable cgroup: memory is limited by RLIMIT_AS and processes by \
+                 RLIMIT_NPROC (per outside uid) only; memory_limit verdicts, peak memory, \
+                 cpu_ms and CPU pinning are not available"
             ),
             other => tracing::info!(cgroups = %other.describe(), "per-job cgroups enabled"),
         }
@@ -166,7 +171,7 @@ impl NsjailExecutor {
         limits: Limits,
         slot: usize,
         files: &JobFiles,
-        cgroup: Option<&[String]>,
+        in_cgroup: bool,
     ) -> Vec<OsString> {
         nsjail_args(&NsjailInvocation {
             config: &self.config,
@@ -177,24 +182,33 @@ impl NsjailExecutor {
                 .saturating_add(u32::try_from(slot).unwrap_or(u32::MAX)),
             job_dir: &files.mounted,
             nsjail_log: &files.nsjail_log,
-            cgroup_args: cgroup,
+            in_cgroup,
         })
     }
 
     async fn run(&self, job: &ClaimedJob, slot: usize) -> Result<Outcome, SandboxError> {
         let files = self.prepare_files(&job.script)?;
-        let memory_bytes = u64::from(job.limits.memory_mb) << 20;
         let cgroup_name = format!("job-{}-{}", job.lease.job_id, job.lease.attempt);
-        let cgroup =
-            self.cgroups
-                .create_job(&cgroup_name, memory_bytes, self.config.max_processes)?;
-        let cgroup_args = cgroup.as_ref().map(cgroup::JobCgroup::nsjail_args);
-        let args = self.args(job.limits, slot, &files, cgroup_args.as_deref());
+        let cgroup = self.cgroups.create_job(
+            &cgroup_name,
+            &JobSpec {
+                memory_bytes: u64::from(job.limits.memory_mb) << 20,
+                max_processes: self.config.max_processes,
+                slot,
+            },
+        )?;
+        let args = self.args(job.limits, slot, &files, cgroup.is_some());
 
         let (result_reader, result_writer) = std::io::pipe()?;
-        let mut command = Command::new(&self.config.nsjail_path);
+        let mut command = match &cgroup {
+            Some(cgroup) => cgroup.command(&self.config.nsjail_path, &args),
+            None => {
+                let mut command = Command::new(&self.config.nsjail_path);
+                command.args(&args);
+                command
+            }
+        };
         command
-            .args(&args)
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -226,20 +240,28 @@ impl NsjailExecutor {
         let result_pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(result_reader.into())?;
         let record = tokio::spawn(read_capped(result_pipe, record_limit));
 
-        let timed_out = match tokio::time::timeout(job.limits.timeout, child.wait()).await {
-            Ok(status) => {
-                status?;
-                false
-            }
+        let (status, timed_out) = match tokio::time::timeout(job.limits.timeout, child.wait()).await
+        {
+            Ok(status) => (status?, false),
             Err(_) => {
-                // Killing nsjail kills the jail: its init dies with it and the kernel tears
-                // down the whole pid namespace.
+                // Killing nsjail kills the jail (its init has nsjail's death as its parent-
+                // death signal, and the kernel then tears down the whole pid namespace);
+                // killing the cgroup as well does not depend on that.
+                if let Some(cgroup) = &cgroup {
+                    cgroup.kill_all();
+                }
                 child.start_kill()?;
-                child.wait().await?;
-                true
+                (child.wait().await?, true)
             }
         };
         let wall = started.elapsed();
+        // The jail's processes may still be dying; the job is over only when none is left,
+        // and only then are its counters final.
+        if let Some(cgroup) = &cgroup {
+            if !cgroup.settle(SETTLE_GRACE).await {
+                tracing::error!(job_id = %job.lease.job_id, "processes of the job survived SIGKILL");
+            }
+        }
 
         let stdout = collect(stdout).await;
         let stderr = collect(stderr).await;
@@ -248,17 +270,22 @@ impl NsjailExecutor {
             (bytes, false) if bytes.is_empty() => Record::Missing,
             (bytes, false) => Record::Written(bytes),
         };
-        let usage = cgroup
-            .as_ref()
-            .map(cgroup::JobCgroup::usage)
-            .unwrap_or_default();
+        let usage = cgroup.as_ref().map(JobCgroup::usage).unwrap_or_default();
         drop(cgroup);
         let nsjail_log = std::fs::read_to_string(&files.nsjail_log).unwrap_or_default();
         drop(files.root);
 
         let jail = parse_jail_exit(&nsjail_log);
         if jail == verdict::JailExit::Unknown && !timed_out {
-            tracing::error!(job_id = %job.lease.job_id, log = %nsjail_log.trim(), "nsjail failed");
+            if status.code() == Some(cgroup::ENTER_FAILED) && nsjail_log.is_empty() {
+                tracing::error!(
+                    job_id = %job.lease.job_id,
+                    stderr = %String::from_utf8_lossy(&stderr.0).trim(),
+                    "could not move the sandbox into the job's cgroup"
+                );
+            } else {
+                tracing::error!(job_id = %job.lease.job_id, log = %nsjail_log.trim(), "nsjail failed");
+            }
         }
         let verdict = judge(&RunReport {
             jail,
@@ -366,7 +393,8 @@ struct NsjailInvocation<'a> {
     outside_id: u32,
     job_dir: &'a Path,
     nsjail_log: &'a Path,
-    cgroup_args: Option<&'a [String]>,
+    /// nsjail runs inside the job's cgroup, which holds the memory and process limits.
+    in_cgroup: bool,
 }
 
 /// The nsjail command line for one job: the policy file plus the per-job flags.
@@ -408,12 +436,13 @@ fn nsjail_args(inv: &NsjailInvocation<'_>) -> Vec<OsString> {
         args.push("--env".into());
         args.push(var);
     }
-    match inv.cgroup_args {
-        Some(cgroup) => args.extend(cgroup.iter().cloned()),
-        None => {
-            args.push("--rlimit_as".into());
-            args.push(inv.limits.memory_mb.to_string());
-        }
+    if !inv.in_cgroup {
+        // The fallback where no cgroup can be used (logged at worker start): address space
+        // instead of memory, and processes per outside uid, which is per slot, not per job.
+        args.push("--rlimit_as".into());
+        args.push(inv.limits.memory_mb.to_string());
+        args.push("--rlimit_nproc".into());
+        args.push(inv.config.max_processes.to_string());
     }
     args.push("--".into());
     args.push(inv.config.python().display().to_string());
@@ -434,7 +463,7 @@ mod tests {
         crate::config::WorkerConfig::parse_from(["worker"]).sandbox
     }
 
-    fn args_for(limits: Limits, cgroup: Option<&[String]>) -> Vec<String> {
+    fn args_for(limits: Limits, in_cgroup: bool) -> Vec<String> {
         let config = config();
         nsjail_args(&NsjailInvocation {
             config: &config,
@@ -442,7 +471,7 @@ mod tests {
             outside_id: 100_003,
             job_dir: Path::new("/tmp/runbox-job-x/job"),
             nsjail_log: Path::new("/tmp/runbox-job-x/nsjail.log"),
-            cgroup_args: cgroup,
+            in_cgroup,
         })
         .into_iter()
         .map(|a| a.to_string_lossy().into_owned())
@@ -463,7 +492,7 @@ mod tests {
 
     #[test]
     fn script_runs_as_an_unprivileged_outside_uid() {
-        let args = args_for(LIMITS, None);
+        let args = args_for(LIMITS, true);
         assert_eq!(value_after(&args, "--user").as_deref(), Some("1000:100003"));
         assert_eq!(
             value_after(&args, "--group").as_deref(),
@@ -473,14 +502,14 @@ mod tests {
 
     #[test]
     fn nsjail_time_limit_backs_up_the_worker_clock() {
-        let args = args_for(LIMITS, None);
+        let args = args_for(LIMITS, true);
         assert_eq!(value_after(&args, "--time_limit").as_deref(), Some("4"));
         assert_eq!(value_after(&args, "--rlimit_cpu").as_deref(), Some("4"));
     }
 
     #[test]
     fn job_dir_is_mounted_read_only_and_harness_runs_isolated() {
-        let args = args_for(LIMITS, None);
+        let args = args_for(LIMITS, true);
         assert!(args.contains(&"/tmp/runbox-job-x/job:/job".to_owned()));
         let dash = args.iter().position(|a| a == "--").expect("separator");
         assert_eq!(
@@ -497,7 +526,7 @@ mod tests {
 
     #[test]
     fn environment_carries_no_worker_secrets() {
-        let args = args_for(LIMITS, None);
+        let args = args_for(LIMITS, true);
         let env: Vec<&String> = args
             .iter()
             .zip(args.iter().skip(1))
@@ -509,12 +538,17 @@ mod tests {
     }
 
     #[test]
-    fn rlimit_as_is_used_only_without_cgroups() {
-        let without = args_for(LIMITS, None);
+    fn rlimits_stand_in_for_the_cgroup_only_without_one() {
+        let without = args_for(LIMITS, false);
         assert_eq!(value_after(&without, "--rlimit_as").as_deref(), Some("128"));
-        let cgroup = vec!["--cgroup_mem_max".to_owned(), "268435456".to_owned()];
-        let with = args_for(LIMITS, Some(&cgroup));
+        assert_eq!(
+            value_after(&without, "--rlimit_nproc").as_deref(),
+            Some("64")
+        );
+        let with = args_for(LIMITS, true);
         assert_eq!(value_after(&with, "--rlimit_as"), None);
-        assert!(with.contains(&"--cgroup_mem_max".to_owned()));
+        assert_eq!(value_after(&with, "--rlimit_nproc"), None);
+        // nsjail's own cgroups would move the jail out of the job's cgroup.
+        assert!(!with.iter().any(|a| a.starts_with("--cgroup")));
     }
 }
