@@ -401,7 +401,10 @@ struct NsjailInvocation<'a> {
 fn nsjail_args(inv: &NsjailInvocation<'_>) -> Vec<OsString> {
     let runtime = inv.config.python_runtime.display().to_string();
     let timeout_secs = inv.limits.timeout.as_secs_f64().ceil();
-    // nsjail's own limits are a backstop one second behind the worker's clock, which decides.
+    // CPU time may not exceed the wall-clock timeout: the harness lowers RLIMIT_CPU's soft
+    // limit to it (SIGXCPU, reported as a timeout). nsjail's wall-clock limit and the hard
+    // RLIMIT_CPU (SIGKILL) are a backstop one second later; the worker's clock decides.
+    let cpu_limit = format!("{timeout_secs}");
     let backstop = format!("{}", timeout_secs + 1.0);
     let mut args: Vec<String> = vec![
         "--config".into(),
@@ -428,6 +431,7 @@ fn nsjail_args(inv: &NsjailInvocation<'_>) -> Vec<OsString> {
         "HOME=/tmp".to_owned(),
         "LANG=C.UTF-8".to_owned(),
         format!("RUNBOX_RESULT_FD={RESULT_FD}"),
+        format!("RUNBOX_CPU_LIMIT_SECS={cpu_limit}"),
         // One thread per numeric library: the job's CPU and process limits are per job.
         "OPENBLAS_NUM_THREADS=1".to_owned(),
         "OMP_NUM_THREADS=1".to_owned(),
@@ -535,6 +539,12 @@ mod tests {
             .collect();
         assert!(env.iter().all(|v| !v.contains("DATABASE_URL")));
         assert!(env.iter().any(|v| v.as_str() == "HOME=/tmp"));
+    }
+
+    #[test]
+    fn the_cpu_time_limit_is_the_timeout_rounded_up() {
+        let args = args_for(LIMITS, true);
+        assert!(args.contains(&"RUNBOX_CPU_LIMIT_SECS=3".to_owned()));
     }
 
     #[test]
