@@ -23,6 +23,9 @@ use verdict::{judge, parse_jail_exit, Record, RunReport};
 /// The harness, embedded so the worker binary is all a host needs besides nsjail and Python.
 const HARNESS: &str = include_str!("harness.py");
 
+/// The job the worker runs before taking any (see [`NsjailExecutor::self_test`]).
+const SELF_TEST: &str = include_str!("self_test.py");
+
 /// The fd the harness writes its one result record to.
 const RESULT_FD: i32 = 3;
 
@@ -109,7 +112,8 @@ impl NsjailExecutor {
         Ok(Self { config, cgroups })
     }
 
-    /// Runs a trivial job end to end; the worker refuses to start when this fails.
+    /// Runs a trivial job end to end, and checks that the kernel refuses x32 system calls
+    /// (which the seccomp policy cannot filter); the worker refuses to start when this fails.
     ///
     /// # Errors
     /// [`SandboxError::SelfTest`] with what went wrong.
@@ -120,7 +124,7 @@ impl NsjailExecutor {
                 worker_id: "self-test".to_owned(),
                 attempt: 1,
             },
-            script: "import json\ndef main():\n    return json.loads('[1, 2]')\n".to_owned(),
+            script: SELF_TEST.to_owned(),
             limits: Limits {
                 timeout: Duration::from_secs(30),
                 memory_mb: 256,
@@ -128,13 +132,8 @@ impl NsjailExecutor {
         };
         let outcome = self.execute(&job, 0).await;
         match outcome.result {
-            Ok(value) if serde_json::from_str::<Vec<i32>>(value.get()).ok() == Some(vec![1, 2]) => {
-                Ok(())
-            }
-            Ok(value) => Err(SandboxError::SelfTest(format!(
-                "expected [1, 2], got {}",
-                value.get()
-            ))),
+            Ok(value) => check_self_test(&serde_json::from_str(value.get()).unwrap_or_default())
+                .map_err(SandboxError::SelfTest),
             Err(failure) => Err(SandboxError::SelfTest(format!(
                 "{}: {}; stderr: {}",
                 failure.kind.as_str(),
@@ -325,6 +324,25 @@ impl Executor for NsjailExecutor {
             }
         }
     }
+}
+
+/// Judges what the self-test job returned.
+fn check_self_test(value: &serde_json::Value) -> Result<(), String> {
+    if value["json"] != serde_json::json!([1, 2]) {
+        return Err(format!(
+            "expected the self-test job to parse [1, 2], got {value}"
+        ));
+    }
+    if value["x32_getpid"]
+        .as_i64()
+        .is_none_or(|result| result >= 0)
+    {
+        return Err(format!(
+            "the kernel accepts x32 system calls ({value}), which the seccomp policy cannot \
+             filter; boot it with syscall.x32=n or use a kernel without CONFIG_X86_X32_ABI"
+        ));
+    }
+    Ok(())
 }
 
 fn to_output((bytes, truncated): (Vec<u8>, bool)) -> Output {
@@ -539,6 +557,16 @@ mod tests {
             .collect();
         assert!(env.iter().all(|v| !v.contains("DATABASE_URL")));
         assert!(env.iter().any(|v| v.as_str() == "HOME=/tmp"));
+    }
+
+    #[test]
+    fn a_kernel_that_accepts_x32_calls_fails_the_self_test() {
+        let fine = serde_json::json!({"json": [1, 2], "x32_getpid": -38});
+        assert_eq!(check_self_test(&fine), Ok(()));
+        let x32 = serde_json::json!({"json": [1, 2], "x32_getpid": 7});
+        assert!(check_self_test(&x32).is_err_and(|e| e.contains("x32")));
+        let broken = serde_json::json!({"json": null, "x32_getpid": -38});
+        assert!(check_self_test(&broken).is_err());
     }
 
     #[test]
