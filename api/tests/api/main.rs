@@ -2,6 +2,7 @@
 //! real nsjail sandboxes.
 
 mod app;
+mod escape;
 mod execute;
 mod jobs;
 mod readme;
