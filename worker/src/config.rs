@@ -121,8 +121,8 @@ pub struct SandboxConfig {
     #[arg(long, env = "RESULT_LIMIT_BYTES", default_value_t = 1 << 20)]
     pub result_limit_bytes: usize,
 
-    /// First outside uid/gid used for sandboxes; concurrent jobs get consecutive ids so
-    /// per-uid process limits apply per job.
+    /// First outside uid/gid used for sandboxes; slot n uses base + n, so concurrent jobs
+    /// never share a uid. Give each worker on a host its own range.
     #[arg(long, env = "SANDBOX_UID_BASE", default_value_t = 100_000)]
     pub uid_base: u32,
 
@@ -130,7 +130,8 @@ pub struct SandboxConfig {
     #[arg(long, env = "SANDBOX_MAX_PROCESSES", default_value_t = 64)]
     pub max_processes: u32,
 
-    /// Root of the cgroup hierarchy used for per-job memory and process limits.
+    /// Root of the cgroup hierarchy used for per-job memory, process and CPU limits (v2 if
+    /// it is a unified mount, else the v1 hierarchies below it).
     #[arg(long, env = "CGROUP_ROOT", default_value = "/sys/fs/cgroup")]
     pub cgroup_root: PathBuf,
 

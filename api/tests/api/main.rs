@@ -3,6 +3,7 @@
 
 mod app;
 mod chaos;
+mod escape;
 mod execute;
 mod jobs;
 mod readme;

@@ -1,69 +1,160 @@
-//! Per-job cgroups: the memory and process limits of one sandbox, and the counters that tell
-//! afterwards whether the job ran out of memory. cgroup v2 where the host has it, v1 otherwise.
+//! Per-job cgroups: the memory, process and CPU limits of one sandbox, and the counters read
+//! after it ended. cgroup v2 where the host has it, v1 otherwise, detected at worker start.
 //!
-//! Every job gets a fresh cgroup directory made by the worker, with the limits written on it.
-//! nsjail then creates its own child cgroup inside it for the jailed process, with a looser
-//! limit, so the limit that bites — and the counters that record it — are the worker's.
+//! nsjail itself is started inside the job's cgroup ([`JobCgroup::command`]), so the jail and
+//! everything it forks are limited by, and counted on, this one cgroup. nsjail's own cgroup
+//! flags are not used: they put the jail in a child cgroup that nsjail removes as it exits,
+//! and cgroup v1 counts an OOM kill only on the victim's own cgroup, so the count was lost.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 const PARENT: &str = "runbox";
 
-/// A peak this close to the limit means the limit was reached: the kernel charges in pages
-/// and reclaims a little before it kills.
-const LIMIT_SLACK: u64 = 256 * 1024;
+/// Runs as root between the worker and nsjail: moves itself into every listed `cgroup.procs`
+/// (its arguments up to `--`), then becomes nsjail. Moving before exec means nsjail and all
+/// it forks are in the job's cgroup from their first instruction; moving nsjail after it was
+/// spawned would race with its clone of the jail. A shell keeps the worker free of `unsafe`
+/// (a `pre_exec` hook would need it); 125 says the move failed, before nsjail ran.
+const ENTER_SCRIPT: &str =
+    r#"while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#;
+
+/// The shell that runs [`ENTER_SCRIPT`].
+const SHELL: &str = "/bin/sh";
+
+/// Exit status of the entering shell when it could not join the job's cgroup.
+pub const ENTER_FAILED: i32 = 125;
+
+/// A cgroup controller runbox uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Controller {
+    /// The memory limit, its OOM-kill counter and the peak.
+    Memory,
+    /// The process and thread limit.
+    Pids,
+    /// An equal CPU share per job, whatever the number of its processes.
+    Cpu,
+    /// CPU time used (v1; v2 reports it in `cpu.stat` without a controller).
+    Cpuacct,
+    /// Pins each execution slot to one CPU of its own.
+    Cpuset,
+}
+
+impl Controller {
+    const REQUIRED: [Self; 2] = [Self::Memory, Self::Pids];
+    const OPTIONAL: [Self; 3] = [Self::Cpu, Self::Cpuacct, Self::Cpuset];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Pids => "pids",
+            Self::Cpu => "cpu",
+            Self::Cpuacct => "cpuacct",
+            Self::Cpuset => "cpuset",
+        }
+    }
+}
+
+/// One v1 hierarchy: the `runbox` directory in it and the controllers it carries (several
+/// when co-mounted, e.g. `cpu,cpuacct`).
+#[derive(Debug, Clone)]
+pub struct Hierarchy {
+    parent: PathBuf,
+    controllers: Vec<Controller>,
+}
 
 /// What the host offers for per-job limits, detected once at worker start.
 #[derive(Debug, Clone)]
 pub enum Cgroups {
-    /// Unified hierarchy; `parent` has the memory and pids controllers enabled for children.
-    V2 { parent: PathBuf },
-    /// Legacy hierarchies; one parent directory per controller.
-    V1 { memory: PathBuf, pids: PathBuf },
-    /// No usable cgroup: memory falls back to an address-space rlimit.
+    /// Unified hierarchy; `parent` hands `controllers` to its children.
+    V2 {
+        parent: PathBuf,
+        controllers: Vec<Controller>,
+        cpus: Vec<u32>,
+    },
+    /// Legacy hierarchies, one or more controllers each.
+    V1 {
+        hierarchies: Vec<Hierarchy>,
+        cpus: Vec<u32>,
+        mems: String,
+    },
+    /// No usable cgroup: memory and processes fall back to rlimits.
     Unavailable { reason: String },
+}
+
+/// The limits written on one job's cgroup.
+#[derive(Debug, Clone, Copy)]
+pub struct JobSpec {
+    pub memory_bytes: u64,
+    /// Processes and threads the script may have, itself included.
+    pub max_processes: u32,
+    /// The execution slot; picks the CPU the job is pinned to.
+    pub slot: usize,
 }
 
 /// Counters read from a job's cgroup after it ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CgroupUsage {
-    /// The memory limit was hit and the kernel had to kill or refuse.
+    /// The kernel's OOM killer killed a process of the job.
     pub memory_limit_hit: bool,
     pub peak_memory_bytes: Option<u64>,
     pub cpu_ms: Option<u64>,
 }
 
 impl Cgroups {
-    /// Finds and prepares the hierarchy under `root` (normally `/sys/fs/cgroup`).
+    /// Finds and prepares the hierarchy under `root` (normally `/sys/fs/cgroup`): v2 when
+    /// `root` is a unified mount, else the v1 hierarchies mounted below it.
     #[must_use]
     pub fn detect(root: &Path) -> Self {
         let attempt = if root.join("cgroup.controllers").exists() {
-            prepare_v2(root)
-        } else if root.join("memory").is_dir() && root.join("pids").is_dir() {
-            prepare_v1(root)
+            fs::read_to_string("/proc/self/cgroup").and_then(|own| prepare_v2(root, &own))
         } else {
-            Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!(
-                    "no cgroup v2 or v1 memory/pids hierarchy under {}",
-                    root.display()
-                ),
-            ))
+            prepare_v1(root)
         };
         attempt.unwrap_or_else(|e| Self::Unavailable {
             reason: e.to_string(),
         })
     }
 
-    /// A short name for logs and the README's wording.
+    /// A short description for the worker's start-up log.
     #[must_use]
     pub fn describe(&self) -> String {
+        let names = |controllers: &[Controller]| {
+            controllers
+                .iter()
+                .map(|c| c.name())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         match self {
-            Self::V2 { parent } => format!("cgroup v2 at {}", parent.display()),
-            Self::V1 { memory, pids } => {
-                format!("cgroup v1 at {} and {}", memory.display(), pids.display())
+            Self::V2 {
+                parent,
+                controllers,
+                cpus,
+            } => format!(
+                "cgroup v2 at {} ({}; {} CPUs to pin slots to)",
+                parent.display(),
+                names(controllers),
+                cpus.len()
+            ),
+            Self::V1 {
+                hierarchies, cpus, ..
+            } => {
+                let parts: Vec<String> = hierarchies
+                    .iter()
+                    .map(|h| format!("{} ({})", h.parent.display(), names(&h.controllers)))
+                    .collect();
+                format!(
+                    "cgroup v1 at {}; {} CPUs to pin slots to",
+                    parts.join(", "),
+                    cpus.len()
+                )
             }
             Self::Unavailable { reason } => format!("no cgroups ({reason})"),
         }
@@ -72,75 +163,135 @@ impl Cgroups {
     /// Creates the cgroup for one job with its limits; `None` when cgroups are unavailable.
     ///
     /// # Errors
-    /// When the directory or a limit cannot be written.
-    pub fn create_job(
-        &self,
-        name: &str,
-        memory_bytes: u64,
-        max_processes: u32,
-    ) -> io::Result<Option<JobCgroup>> {
+    /// When a directory or a required limit cannot be written; whatever was created is
+    /// removed again.
+    pub fn create_job(&self, name: &str, spec: &JobSpec) -> io::Result<Option<JobCgroup>> {
         match self {
             Self::Unavailable { .. } => Ok(None),
-            Self::V2 { parent } => {
+            Self::V2 {
+                parent,
+                controllers,
+                cpus,
+            } => {
                 let dir = parent.join(name);
-                let cgroup = JobCgroup {
-                    version: Version::V2 { dir: dir.clone() },
-                    memory_bytes,
-                    max_processes,
-                };
                 fs::create_dir(&dir)?;
-                fs::write(dir.join("memory.max"), memory_bytes.to_string())?;
-                // Swapping would turn a memory limit into a slowdown; best effort, since
-                // hosts without swap accounting have no such file.
-                let _ = fs::write(dir.join("memory.swap.max"), "0");
-                fs::write(dir.join("pids.max"), max_processes.to_string())?;
-                fs::write(dir.join("cgroup.subtree_control"), "+memory +pids")?;
-                Ok(Some(cgroup))
-            }
-            Self::V1 { memory, pids } => {
-                let memory_dir = memory.join(name);
-                let pids_dir = pids.join(name);
-                let cgroup = JobCgroup {
-                    version: Version::V1 {
-                        memory_mount: memory.parent().map(Path::to_path_buf).unwrap_or_default(),
-                        pids_mount: pids.parent().map(Path::to_path_buf).unwrap_or_default(),
-                        memory_dir: memory_dir.clone(),
-                        pids_dir: pids_dir.clone(),
-                        name: format!("{PARENT}/{name}"),
-                    },
-                    memory_bytes,
-                    max_processes,
+                let job = JobCgroup {
+                    v2: true,
+                    dirs: vec![JobDir {
+                        path: dir.clone(),
+                        controllers: controllers.clone(),
+                    }],
                 };
-                fs::create_dir(&memory_dir)?;
-                fs::create_dir(&pids_dir)?;
-                fs::write(
-                    memory_dir.join("memory.limit_in_bytes"),
-                    memory_bytes.to_string(),
-                )?;
-                // memsw exists only with swap accounting; where it does, forbid swapping.
-                let _ = fs::write(
-                    memory_dir.join("memory.memsw.limit_in_bytes"),
-                    memory_bytes.to_string(),
-                );
-                fs::write(pids_dir.join("pids.max"), max_processes.to_string())?;
-                Ok(Some(cgroup))
+                fs::write(dir.join("memory.max"), spec.memory_bytes.to_string())?;
+                // Swapping would turn the memory limit into a slowdown; hosts without swap
+                // accounting have no such file.
+                let _ = fs::write(dir.join("memory.swap.max"), "0");
+                fs::write(dir.join("pids.max"), pids_max(spec).to_string())?;
+                if let Some(cpu) = pinned_cpu(cpus, spec.slot) {
+                    pin(&dir, cpu);
+                }
+                // No cgroup.subtree_control here: the job's cgroup holds processes, and v2
+                // refuses processes in a cgroup that hands controllers to children.
+                Ok(Some(job))
+            }
+            Self::V1 {
+                hierarchies,
+                cpus,
+                mems,
+            } => {
+                let mut job = JobCgroup {
+                    v2: false,
+                    dirs: Vec::new(),
+                };
+                for hierarchy in hierarchies {
+                    let dir = hierarchy.parent.join(name);
+                    fs::create_dir(&dir)?;
+                    job.dirs.push(JobDir {
+                        path: dir.clone(),
+                        controllers: hierarchy.controllers.clone(),
+                    });
+                    for controller in &hierarchy.controllers {
+                        match controller {
+                            Controller::Memory => {
+                                fs::write(
+                                    dir.join("memory.limit_in_bytes"),
+                                    spec.memory_bytes.to_string(),
+                                )?;
+                                // memsw exists only with swap accounting; where it does,
+                                // forbid swapping.
+                                let _ = fs::write(
+                                    dir.join("memory.memsw.limit_in_bytes"),
+                                    spec.memory_bytes.to_string(),
+                                );
+                            }
+                            Controller::Pids => {
+                                fs::write(dir.join("pids.max"), pids_max(spec).to_string())?;
+                            }
+                            Controller::Cpuset => {
+                                // A v1 cpuset takes no task until it has memory nodes and CPUs.
+                                fs::write(dir.join("cpuset.mems"), mems)?;
+                                let cpu = pinned_cpu(cpus, spec.slot).ok_or_else(|| {
+                                    io::Error::other("the runbox cpuset has no CPUs")
+                                })?;
+                                fs::write(dir.join("cpuset.cpus"), cpu.to_string())?;
+                            }
+                            // A fresh cgroup already has the default share and counts CPU.
+                            Controller::Cpu | Controller::Cpuacct => {}
+                        }
+                    }
+                }
+                Ok(Some(job))
             }
         }
     }
 }
 
-fn prepare_v2(root: &Path) -> io::Result<Cgroups> {
-    let own = fs::read_to_string("/proc/self/cgroup")?;
+/// nsjail runs inside the job's cgroup and is one task of it; the script gets the rest.
+fn pids_max(spec: &JobSpec) -> u32 {
+    spec.max_processes.saturating_add(1)
+}
+
+/// Slot n runs on the n-th CPU (wrapping), so a job that keeps every CPU busy with its
+/// processes slows only jobs of slots that share its CPU, and those by half at most.
+fn pinned_cpu(cpus: &[u32], slot: usize) -> Option<u32> {
+    if cpus.is_empty() {
+        return None;
+    }
+    cpus.get(slot % cpus.len()).copied()
+}
+
+/// Best effort: an unpinned job still has its equal CPU share.
+fn pin(dir: &Path, cpu: u32) {
+    if let Err(e) = fs::write(dir.join("cpuset.cpus"), cpu.to_string()) {
+        tracing::warn!(dir = %dir.display(), cpu, error = %e, "could not pin the job to a CPU");
+    }
+}
+
+/// `own` is the worker's `/proc/self/cgroup`; its `0::` line names the worker's own cgroup,
+/// under which the `runbox` parent is made (the only place a delegated worker may write).
+fn prepare_v2(root: &Path, own: &str) -> io::Result<Cgroups> {
     let relative = own
         .lines()
         .find_map(|line| line.strip_prefix("0::"))
         .unwrap_or("/")
         .trim_start_matches('/');
     let base = root.join(relative);
-    if fs::write(base.join("cgroup.subtree_control"), "+memory +pids").is_err() {
-        // A cgroup with processes in it cannot hand controllers to children (the "no internal
-        // processes" rule), which is the usual state inside a container: move the processes
-        // of our cgroup into a leaf of their own, then enable the controllers.
+    let available = fs::read_to_string(base.join("cgroup.controllers"))?;
+    let has = |c: Controller| available.split_whitespace().any(|name| name == c.name());
+    if let Some(missing) = Controller::REQUIRED.iter().find(|c| !has(**c)) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "the {} controller is not delegated to {}",
+                missing.name(),
+                base.display()
+            ),
+        ));
+    }
+    if enable(&base, &Controller::REQUIRED).is_err() {
+        // A cgroup with processes in it cannot hand controllers to children (the "no
+        // internal processes" rule), which is the usual state inside a container: move the
+        // processes of our cgroup into a leaf of their own, then enable the controllers.
         let leaf = base.join(format!("{PARENT}-supervisor"));
         if !leaf.exists() {
             fs::create_dir(&leaf)?;
@@ -149,116 +300,240 @@ fn prepare_v2(root: &Path) -> io::Result<Cgroups> {
             // A process may exit between the read and the move.
             let _ = fs::write(leaf.join("cgroup.procs"), pid);
         }
-        fs::write(base.join("cgroup.subtree_control"), "+memory +pids")?;
+        enable(&base, &Controller::REQUIRED)?;
     }
     let parent = base.join(PARENT);
     if !parent.exists() {
         fs::create_dir(&parent)?;
     }
-    fs::write(parent.join("cgroup.subtree_control"), "+memory +pids")?;
-    Ok(Cgroups::V2 { parent })
+    enable(&parent, &Controller::REQUIRED)?;
+    let mut controllers = Controller::REQUIRED.to_vec();
+    // cpu.stat (and so cpu_ms) exists without the cpu controller; the controller adds the
+    // equal share, cpuset the pinning. Neither is required.
+    for optional in [Controller::Cpu, Controller::Cpuset] {
+        if has(optional)
+            && enable(&base, &[optional]).is_ok()
+            && enable(&parent, &[optional]).is_ok()
+        {
+            controllers.push(optional);
+        }
+    }
+    let cpus = if controllers.contains(&Controller::Cpuset) {
+        fs::read_to_string(parent.join("cpuset.cpus.effective"))
+            .map(|list| parse_cpu_list(&list))
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    Ok(Cgroups::V2 {
+        parent,
+        controllers,
+        cpus,
+    })
+}
+
+fn enable(dir: &Path, controllers: &[Controller]) -> io::Result<()> {
+    let line: Vec<String> = controllers
+        .iter()
+        .map(|c| format!("+{}", c.name()))
+        .collect();
+    fs::write(dir.join("cgroup.subtree_control"), line.join(" "))
 }
 
 fn prepare_v1(root: &Path) -> io::Result<Cgroups> {
-    let memory = root.join("memory").join(PARENT);
-    let pids = root.join("pids").join(PARENT);
-    for dir in [&memory, &pids] {
-        if !dir.exists() {
-            fs::create_dir(dir)?;
+    let mut hierarchies: Vec<(PathBuf, Vec<Controller>)> = Vec::new();
+    for controller in Controller::REQUIRED.into_iter().chain(Controller::OPTIONAL) {
+        // Co-mounted controllers (`cpu,cpuacct`, with `cpu` and `cpuacct` as symlinks) are
+        // one hierarchy: creating the job directory twice in it would fail.
+        let Ok(mount) = fs::canonicalize(root.join(controller.name())) else {
+            if Controller::REQUIRED.contains(&controller) {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "no cgroup v2 or v1 {} hierarchy under {}",
+                        controller.name(),
+                        root.display()
+                    ),
+                ));
+            }
+            continue;
+        };
+        match hierarchies.iter_mut().find(|(m, _)| *m == mount) {
+            Some((_, controllers)) => controllers.push(controller),
+            None => hierarchies.push((mount, vec![controller])),
         }
     }
-    Ok(Cgroups::V1 { memory, pids })
+    let mut prepared = Vec::new();
+    let mut cpus = Vec::new();
+    let mut mems = String::new();
+    for (mount, controllers) in hierarchies {
+        let parent = mount.join(PARENT);
+        let ready = (|| -> io::Result<()> {
+            if !parent.exists() {
+                fs::create_dir(&parent)?;
+            }
+            if controllers.contains(&Controller::Cpuset) {
+                // v1 cpusets start empty; ours spans whatever the hierarchy's root has.
+                for file in ["cpuset.cpus", "cpuset.mems"] {
+                    let current = fs::read_to_string(parent.join(file)).unwrap_or_default();
+                    if current.trim().is_empty() {
+                        fs::write(parent.join(file), fs::read_to_string(mount.join(file))?)?;
+                    }
+                }
+                cpus = parse_cpu_list(&fs::read_to_string(parent.join("cpuset.cpus"))?);
+                mems = fs::read_to_string(parent.join("cpuset.mems"))?
+                    .trim()
+                    .to_owned();
+            }
+            Ok(())
+        })();
+        match ready {
+            Ok(()) => prepared.push(Hierarchy {
+                parent,
+                controllers,
+            }),
+            Err(e) if controllers.iter().any(|c| Controller::REQUIRED.contains(c)) => {
+                return Err(e)
+            }
+            Err(e) => {
+                tracing::warn!(hierarchy = %mount.display(), error = %e, "optional cgroup controller unusable");
+            }
+        }
+    }
+    Ok(Cgroups::V1 {
+        hierarchies: prepared,
+        cpus,
+        mems,
+    })
+}
+
+/// Parses a kernel CPU list such as `0-3,6,8-9`.
+fn parse_cpu_list(list: &str) -> Vec<u32> {
+    let mut cpus = Vec::new();
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((first, last)) => {
+                if let (Ok(first), Ok(last)) = (first.parse::<u32>(), last.parse::<u32>()) {
+                    cpus.extend(first..=last);
+                }
+            }
+            None => cpus.extend(part.parse::<u32>().ok()),
+        }
+    }
+    cpus
 }
 
 #[derive(Debug)]
-enum Version {
-    V2 {
-        dir: PathBuf,
-    },
-    V1 {
-        memory_mount: PathBuf,
-        pids_mount: PathBuf,
-        memory_dir: PathBuf,
-        pids_dir: PathBuf,
-        name: String,
-    },
+struct JobDir {
+    path: PathBuf,
+    controllers: Vec<Controller>,
 }
 
-/// One job's cgroup; removed when dropped (after the sandbox has exited).
+/// One job's cgroup (one directory per v1 hierarchy); removed when dropped.
 #[derive(Debug)]
 pub struct JobCgroup {
-    version: Version,
-    memory_bytes: u64,
-    max_processes: u32,
+    v2: bool,
+    dirs: Vec<JobDir>,
 }
 
 impl JobCgroup {
-    /// nsjail flags that put the jailed process in a child of this cgroup. nsjail's own limit
-    /// is set above ours so that ours is the one the kernel enforces and counts.
+    /// A command that starts `program args` inside this cgroup (see [`ENTER_SCRIPT`]).
     #[must_use]
-    pub fn nsjail_args(&self) -> Vec<String> {
-        let inner_memory = (self.memory_bytes.saturating_mul(2)).to_string();
-        let pids = self.max_processes.to_string();
-        match &self.version {
-            Version::V2 { dir } => vec![
-                "--use_cgroupv2".into(),
-                "--cgroupv2_mount".into(),
-                dir.display().to_string(),
-                "--cgroup_mem_max".into(),
-                inner_memory,
-                "--cgroup_pids_max".into(),
-                pids,
-            ],
-            Version::V1 {
-                memory_mount,
-                pids_mount,
-                name,
-                ..
-            } => vec![
-                "--cgroup_mem_max".into(),
-                inner_memory,
-                "--cgroup_mem_mount".into(),
-                memory_mount.display().to_string(),
-                "--cgroup_mem_parent".into(),
-                name.clone(),
-                "--cgroup_pids_max".into(),
-                pids,
-                "--cgroup_pids_mount".into(),
-                pids_mount.display().to_string(),
-                "--cgroup_pids_parent".into(),
-                name.clone(),
-            ],
+    pub fn command(&self, program: &Path, args: &[std::ffi::OsString]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(SHELL);
+        command
+            .arg("-c")
+            .arg(ENTER_SCRIPT)
+            .arg("runbox-enter-cgroup")
+            .args(self.dirs.iter().map(|d| d.path.join("cgroup.procs")))
+            .arg("--")
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn dir_with(&self, controller: Controller) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|d| d.controllers.contains(&controller))
+            .map(|d| d.path.as_path())
+    }
+
+    /// Host pids of every process still in the job.
+    fn processes(&self) -> Vec<i32> {
+        // Every process is in every hierarchy, so one directory lists them all.
+        self.dirs
+            .first()
+            .and_then(|d| fs::read_to_string(d.path.join("cgroup.procs")).ok())
+            .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// SIGKILLs every process in the job, nsjail included.
+    pub fn kill_all(&self) {
+        if self.v2 {
+            if let Some(dir) = self.dirs.first() {
+                // cgroup.kill (Linux 5.14+) kills the whole cgroup at once, racing no fork.
+                if fs::write(dir.path.join("cgroup.kill"), "1").is_ok() {
+                    return;
+                }
+            }
+        }
+        // Without cgroup.kill: signal each listed process. A fork racing the loop is caught
+        // by the next call ([`Self::settle`] repeats it); pids.max bounds how many there are.
+        for pid in self.processes() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
 
-    /// Reads the job's counters; call after the sandbox exited.
+    /// Waits until no process is left in the job, killing what remains after `grace`.
+    /// Returns false if processes were still there after twice `grace`.
+    pub async fn settle(&self, grace: Duration) -> bool {
+        let started = Instant::now();
+        loop {
+            if self.processes().is_empty() {
+                return true;
+            }
+            let waited = started.elapsed();
+            if waited > grace.saturating_mul(2) {
+                return false;
+            }
+            if waited > grace {
+                self.kill_all();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Reads the job's counters; call once no process is left in it.
     #[must_use]
     pub fn usage(&self) -> CgroupUsage {
-        match &self.version {
-            Version::V2 { dir } => {
-                let events = fs::read_to_string(dir.join("memory.events")).unwrap_or_default();
-                let cpu = fs::read_to_string(dir.join("cpu.stat")).unwrap_or_default();
-                CgroupUsage {
-                    memory_limit_hit: keyed_value(&events, "oom_kill").unwrap_or(0) > 0
-                        || keyed_value(&events, "oom").unwrap_or(0) > 0,
-                    peak_memory_bytes: read_number(&dir.join("memory.peak")),
-                    cpu_ms: keyed_value(&cpu, "usage_usec").map(|us| us / 1000),
-                }
+        let Some(memory) = self.dir_with(Controller::Memory) else {
+            return CgroupUsage::default();
+        };
+        if self.v2 {
+            let events = fs::read_to_string(memory.join("memory.events")).unwrap_or_default();
+            let cpu = fs::read_to_string(memory.join("cpu.stat")).unwrap_or_default();
+            CgroupUsage {
+                // oom_kill counts processes of this cgroup the OOM killer killed; "oom" alone
+                // also counts allocations that failed without a kill.
+                memory_limit_hit: keyed_value(&events, "oom_kill").unwrap_or(0) > 0,
+                // memory.peak exists from Linux 5.19.
+                peak_memory_bytes: read_number(&memory.join("memory.peak")),
+                cpu_ms: keyed_value(&cpu, "usage_usec").map(|us| us / 1000),
             }
-            Version::V1 { memory_dir, .. } => {
-                let peak = read_number(&memory_dir.join("memory.max_usage_in_bytes"));
-                // v1 counts OOM kills on the victim's own cgroup (nsjail's, already removed)
-                // and failcnt only on the counter that refused (memory or memsw, and not on
-                // every kernel). What always shows is the peak reaching our limit.
-                let failcnt = ["memory.failcnt", "memory.memsw.failcnt"]
-                    .iter()
-                    .any(|file| read_number(&memory_dir.join(file)).unwrap_or(0) > 0);
-                CgroupUsage {
-                    memory_limit_hit: failcnt
-                        || peak.is_some_and(|p| p.saturating_add(LIMIT_SLACK) >= self.memory_bytes),
-                    peak_memory_bytes: peak,
-                    cpu_ms: None,
-                }
+        } else {
+            let oom = fs::read_to_string(memory.join("memory.oom_control")).unwrap_or_default();
+            CgroupUsage {
+                // v1 counts an OOM kill on the victim's cgroup, which is this one since the
+                // jail does not run in a child cgroup (the oom_kill line exists from 4.13).
+                memory_limit_hit: keyed_value(&oom, "oom_kill").unwrap_or(0) > 0,
+                peak_memory_bytes: read_number(&memory.join("memory.max_usage_in_bytes")),
+                cpu_ms: self
+                    .dir_with(Controller::Cpuacct)
+                    .and_then(|dir| read_number(&dir.join("cpuacct.usage")))
+                    .map(|ns| ns / 1_000_000),
             }
         }
     }
@@ -266,25 +541,20 @@ impl JobCgroup {
 
 impl Drop for JobCgroup {
     fn drop(&mut self) {
-        let dirs: Vec<&PathBuf> = match &self.version {
-            Version::V2 { dir } => vec![dir],
-            Version::V1 {
-                memory_dir,
-                pids_dir,
-                ..
-            } => vec![memory_dir, pids_dir],
-        };
-        for dir in dirs {
-            // nsjail removes its own child cgroup as it exits; anything left is removed here.
-            if let Ok(entries) = fs::read_dir(dir) {
-                for entry in entries.flatten() {
-                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                        let _ = fs::remove_dir(entry.path());
-                    }
+        // Normally empty by now (the executor settles it first); when a job is abandoned at
+        // shutdown, kill what is left and give the kernel a moment to reap it.
+        if !self.processes().is_empty() {
+            self.kill_all();
+            for _ in 0..20 {
+                if self.processes().is_empty() {
+                    break;
                 }
+                std::thread::sleep(Duration::from_millis(10));
             }
-            if let Err(e) = fs::remove_dir(dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove job cgroup");
+        }
+        for dir in &self.dirs {
+            if let Err(e) = fs::remove_dir(&dir.path) {
+                tracing::warn!(dir = %dir.path.display(), error = %e, "could not remove job cgroup");
             }
         }
     }
@@ -312,25 +582,240 @@ mod tests {
         assert_eq!(keyed_value(events, "oom_kill"), Some(1));
         assert_eq!(keyed_value(events, "max"), Some(12));
         assert_eq!(keyed_value(events, "missing"), None);
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
+        assert_eq!(keyed_value(v1, "oom_kill"), Some(2));
     }
 
     #[test]
-    fn nsjail_limit_is_looser_than_the_job_cgroup() {
-        let cgroup = JobCgroup {
-            version: Version::V2 {
-                dir: PathBuf::from("/nonexistent/runbox/job-1"),
-            },
+    fn cpu_lists_are_parsed_like_the_kernel_writes_them() {
+        assert_eq!(parse_cpu_list("0-1\n"), vec![0, 1]);
+        assert_eq!(parse_cpu_list("0,2-4,7"), vec![0, 2, 3, 4, 7]);
+        assert_eq!(parse_cpu_list("\n"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn slots_are_pinned_round_robin() {
+        let cpus = [2, 3];
+        assert_eq!(pinned_cpu(&cpus, 0), Some(2));
+        assert_eq!(pinned_cpu(&cpus, 1), Some(3));
+        assert_eq!(pinned_cpu(&cpus, 2), Some(2));
+        assert_eq!(pinned_cpu(&[], 0), None);
+    }
+
+    #[test]
+    fn nsjail_counts_as_one_task_of_the_job() {
+        let spec = JobSpec {
+            memory_bytes: 1 << 28,
+            max_processes: 64,
+            slot: 0,
+        };
+        assert_eq!(pids_max(&spec), 65);
+    }
+
+    /// Both layouts are exercised on a directory tree that mimics cgroupfs (files the kernel
+    /// would provide are written by hand), so the v2 code is checked even on v1 hosts.
+    fn write(path: &Path, text: &str) {
+        fs::write(path, text).expect("write a fake cgroup file");
+    }
+
+    fn read(path: &Path) -> String {
+        fs::read_to_string(path)
+            .expect("read a fake cgroup file")
+            .trim()
+            .to_owned()
+    }
+
+    #[test]
+    fn v1_job_gets_a_directory_per_hierarchy_with_its_limits() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let root = root.path();
+        for dir in ["memory", "pids", "cpu,cpuacct", "cpuset"] {
+            fs::create_dir(root.join(dir)).expect("mkdir");
+        }
+        // The usual co-mount: `cpu` and `cpuacct` are symlinks to one hierarchy.
+        std::os::unix::fs::symlink("cpu,cpuacct", root.join("cpu")).expect("symlink");
+        std::os::unix::fs::symlink("cpu,cpuacct", root.join("cpuacct")).expect("symlink");
+        write(&root.join("cpuset/cpuset.cpus"), "0-3\n");
+        write(&root.join("cpuset/cpuset.mems"), "0\n");
+
+        let cgroups = prepare_v1(root).expect("v1 layout");
+        let Cgroups::V1 {
+            hierarchies, cpus, ..
+        } = &cgroups
+        else {
+            panic!("expected v1: {cgroups:?}");
+        };
+        assert_eq!(hierarchies.len(), 4, "{hierarchies:?}");
+        assert_eq!(cpus, &vec![0, 1, 2, 3]);
+        assert_eq!(read(&root.join("cpuset/runbox/cpuset.cpus")), "0-3");
+
+        let spec = JobSpec {
+            memory_bytes: 64 << 20,
+            max_processes: 64,
+            slot: 5,
+        };
+        let job = cgroups
+            .create_job("job-1", &spec)
+            .expect("job cgroup")
+            .expect("cgroups are available");
+        let runbox = |h: &str| root.join(h).join("runbox/job-1");
+        assert_eq!(
+            read(&runbox("memory").join("memory.limit_in_bytes")),
+            "67108864"
+        );
+        assert_eq!(read(&runbox("pids").join("pids.max")), "65");
+        assert_eq!(read(&runbox("cpuset").join("cpuset.cpus")), "1");
+        assert_eq!(read(&runbox("cpuset").join("cpuset.mems")), "0");
+        let command = job.command(Path::new("/bin/nsjail"), &[]);
+        let entered = command
+            .as_std()
+            .get_args()
+            .filter(|a| a.to_string_lossy().ends_with("cgroup.procs"))
+            .count();
+        assert_eq!(entered, 4);
+
+        write(
+            &runbox("memory").join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
+        );
+        write(
+            &runbox("memory").join("memory.max_usage_in_bytes"),
+            "67108864\n",
+        );
+        write(&runbox("cpu,cpuacct").join("cpuacct.usage"), "1234567890\n");
+        assert_eq!(
+            job.usage(),
+            CgroupUsage {
+                memory_limit_hit: true,
+                peak_memory_bytes: Some(64 << 20),
+                cpu_ms: Some(1234),
+            }
+        );
+    }
+
+    #[test]
+    fn v2_job_is_one_leaf_with_its_limits_and_counters() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let root = root.path();
+        write(
+            &root.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        );
+        fs::create_dir(root.join("runbox")).expect("mkdir");
+        write(&root.join("runbox/cpuset.cpus.effective"), "2-3\n");
+
+        let cgroups = prepare_v2(root, "0::/\n").expect("v2 layout");
+        let Cgroups::V2 {
+            parent,
+            controllers,
+            cpus,
+        } = &cgroups
+        else {
+            panic!("expected v2: {cgroups:?}");
+        };
+        assert_eq!(parent, &root.join("runbox"));
+        assert!(controllers.contains(&Controller::Cpu), "{controllers:?}");
+        assert_eq!(cpus, &vec![2, 3]);
+
+        let spec = JobSpec {
             memory_bytes: 256 << 20,
             max_processes: 64,
+            slot: 1,
         };
-        let args = cgroup.nsjail_args();
-        let mem = args
-            .iter()
-            .position(|a| a == "--cgroup_mem_max")
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<u64>().ok());
-        assert_eq!(mem, Some(512 << 20));
-        assert!(args.contains(&"/nonexistent/runbox/job-1".to_owned()));
-        std::mem::forget(cgroup);
+        let job = cgroups
+            .create_job("job-1", &spec)
+            .expect("job cgroup")
+            .expect("cgroups are available");
+        let dir = root.join("runbox/job-1");
+        assert_eq!(read(&dir.join("memory.max")), "268435456");
+        assert_eq!(read(&dir.join("memory.swap.max")), "0");
+        assert_eq!(read(&dir.join("pids.max")), "65");
+        assert_eq!(read(&dir.join("cpuset.cpus")), "3");
+        // A leaf that will hold processes must not hand controllers to children.
+        assert!(!dir.join("cgroup.subtree_control").exists());
+
+        write(
+            &dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n",
+        );
+        write(&dir.join("memory.peak"), "268435456\n");
+        write(
+            &dir.join("cpu.stat"),
+            "usage_usec 250000\nuser_usec 200000\n",
+        );
+        assert_eq!(
+            job.usage(),
+            CgroupUsage {
+                memory_limit_hit: true,
+                peak_memory_bytes: Some(256 << 20),
+                cpu_ms: Some(250),
+            }
+        );
+        write(&dir.join("memory.events"), "max 3\noom 1\noom_kill 0\n");
+        assert!(
+            !job.usage().memory_limit_hit,
+            "an OOM without a kill is not"
+        );
+    }
+
+    #[test]
+    fn v2_without_the_memory_controller_is_unusable() {
+        let root = tempfile::tempdir().expect("temp dir");
+        write(&root.path().join("cgroup.controllers"), "cpu io pids\n");
+        let error = prepare_v2(root.path(), "0::/\n").expect_err("no memory controller");
+        assert!(error.to_string().contains("memory"), "{error}");
+    }
+
+    #[test]
+    fn nsjail_is_started_through_the_cgroup_entering_shell() {
+        let job = JobCgroup {
+            v2: false,
+            dirs: vec![
+                JobDir {
+                    path: PathBuf::from("/nonexistent/memory/runbox/job-1"),
+                    controllers: vec![Controller::Memory],
+                },
+                JobDir {
+                    path: PathBuf::from("/nonexistent/pids/runbox/job-1"),
+                    controllers: vec![Controller::Pids],
+                },
+            ],
+        };
+        let command = job.command(Path::new("/bin/nsjail"), &["--config".into()]);
+        let std = command.as_std();
+        assert_eq!(std.get_program(), SHELL);
+        let args: Vec<_> = std.get_args().map(|a| a.to_string_lossy()).collect();
+        assert_eq!(
+            args.get(2..).map(<[_]>::to_vec),
+            Some(vec![
+                "runbox-enter-cgroup".into(),
+                "/nonexistent/memory/runbox/job-1/cgroup.procs".into(),
+                "/nonexistent/pids/runbox/job-1/cgroup.procs".into(),
+                "--".into(),
+                "/bin/nsjail".into(),
+                "--config".into(),
+            ])
+        );
+        // Nothing to remove: the directories were never created.
+        std::mem::forget(job);
+    }
+
+    #[tokio::test]
+    async fn the_entering_shell_fails_closed_when_the_cgroup_is_missing() {
+        let job = JobCgroup {
+            v2: false,
+            dirs: vec![JobDir {
+                path: PathBuf::from("/nonexistent/runbox/job-1"),
+                controllers: vec![Controller::Memory],
+            }],
+        };
+        let status = job
+            .command(Path::new("/bin/true"), &[])
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .expect("the shell runs");
+        assert_eq!(status.code(), Some(ENTER_FAILED));
+        std::mem::forget(job);
     }
 }

@@ -1,7 +1,8 @@
 """Runs one submitted script inside the sandbox and reports how it went.
 
 The worker mounts the script at SCRIPT_PATH and gives this process a pipe on the file
-descriptor named by RUNBOX_RESULT_FD. Exactly one JSON record is written there, and only by
+descriptor named by RUNBOX_RESULT_FD, and the job's CPU time limit in RUNBOX_CPU_LIMIT_SECS;
+both variables are removed before the script runs. Exactly one JSON record is written there, and only by
 this harness once main() has returned or failed: the script's own stdout is never parsed.
 
 Record shapes:
@@ -13,6 +14,7 @@ import asyncio
 import inspect
 import json
 import os
+import resource
 import sys
 import traceback
 import types
@@ -27,6 +29,20 @@ def open_result_channel():
     # Keep the channel out of any child the script starts.
     os.set_inheritable(fd, False)
     return fd
+
+
+def lower_cpu_limit():
+    """Sets RLIMIT_CPU's soft limit to the job's CPU time limit.
+
+    nsjail sets soft and hard limit alike, one second above the job's; at the hard limit the
+    kernel sends SIGKILL, which says nothing about why. Past the soft limit it sends SIGXCPU,
+    which the worker reports as a timeout. Children inherit the limit."""
+    seconds = int(float(os.environ.pop("RUNBOX_CPU_LIMIT_SECS", "0")))
+    if seconds <= 0:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if hard == resource.RLIM_INFINITY or seconds < hard:
+        resource.setrlimit(resource.RLIMIT_CPU, (seconds, hard))
 
 
 def send(fd, record):
@@ -158,6 +174,7 @@ def run(source):
 
 def main():
     fd = open_result_channel()
+    lower_cpu_limit()
     sys.argv = [SCRIPT_PATH]
     with open(SCRIPT_PATH, encoding="utf-8", errors="surrogateescape") as handle:
         source = handle.read()

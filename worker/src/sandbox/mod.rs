@@ -17,11 +17,14 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
 use crate::config::SandboxConfig;
-use cgroup::{CgroupUsage, Cgroups};
+use cgroup::{CgroupUsage, Cgroups, JobCgroup, JobSpec};
 use verdict::{judge, parse_jail_exit, Record, RunReport};
 
 /// The harness, embedded so the worker binary is all a host needs besides nsjail and Python.
 const HARNESS: &str = include_str!("harness.py");
+
+/// The job the worker runs before taking any (see [`NsjailExecutor::self_test`]).
+const SELF_TEST: &str = include_str!("self_test.py");
 
 /// The fd the harness writes its one result record to.
 const RESULT_FD: i32 = 3;
@@ -31,6 +34,10 @@ const INSIDE_ID: u32 = 1000;
 
 /// How long after the process ends its output pipes may still be drained.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the kernel may take to tear down a jail's processes after nsjail is gone before
+/// the worker kills whatever is left in the job's cgroup.
+const SETTLE_GRACE: Duration = Duration::from_secs(1);
 
 /// Problems with the sandbox itself; they stop the worker from starting.
 #[derive(Debug, thiserror::Error)]
@@ -96,15 +103,17 @@ impl NsjailExecutor {
         match &cgroups {
             Cgroups::Unavailable { reason } => tracing::warn!(
                 %reason,
-                "no usable cgroup: memory is limited by RLIMIT_AS only, and memory_limit \
-                 verdicts and peak memory are not available"
+                "no usable cgroup: memory is limited by RLIMIT_AS and processes by \
+                 RLIMIT_NPROC (per outside uid) only; memory_limit verdicts, peak memory, \
+                 cpu_ms and CPU pinning are not available"
             ),
             other => tracing::info!(cgroups = %other.describe(), "per-job cgroups enabled"),
         }
         Ok(Self { config, cgroups })
     }
 
-    /// Runs a trivial job end to end; the worker refuses to start when this fails.
+    /// Runs a trivial job end to end, and checks that the kernel refuses x32 system calls
+    /// (which the seccomp policy cannot filter); the worker refuses to start when this fails.
     ///
     /// # Errors
     /// [`SandboxError::SelfTest`] with what went wrong.
@@ -115,7 +124,7 @@ impl NsjailExecutor {
                 worker_id: "self-test".to_owned(),
                 attempt: 1,
             },
-            script: "import json\ndef main():\n    return json.loads('[1, 2]')\n".to_owned(),
+            script: SELF_TEST.to_owned(),
             limits: Limits {
                 timeout: Duration::from_secs(30),
                 memory_mb: 256,
@@ -123,13 +132,8 @@ impl NsjailExecutor {
         };
         let outcome = self.execute(&job, 0).await;
         match outcome.result {
-            Ok(value) if serde_json::from_str::<Vec<i32>>(value.get()).ok() == Some(vec![1, 2]) => {
-                Ok(())
-            }
-            Ok(value) => Err(SandboxError::SelfTest(format!(
-                "expected [1, 2], got {}",
-                value.get()
-            ))),
+            Ok(value) => check_self_test(&serde_json::from_str(value.get()).unwrap_or_default())
+                .map_err(SandboxError::SelfTest),
             Err(failure) => Err(SandboxError::SelfTest(format!(
                 "{}: {}; stderr: {}",
                 failure.kind.as_str(),
@@ -166,7 +170,7 @@ impl NsjailExecutor {
         limits: Limits,
         slot: usize,
         files: &JobFiles,
-        cgroup: Option<&[String]>,
+        in_cgroup: bool,
     ) -> Vec<OsString> {
         nsjail_args(&NsjailInvocation {
             config: &self.config,
@@ -177,26 +181,35 @@ impl NsjailExecutor {
                 .saturating_add(u32::try_from(slot).unwrap_or(u32::MAX)),
             job_dir: &files.mounted,
             nsjail_log: &files.nsjail_log,
-            cgroup_args: cgroup,
+            in_cgroup,
         })
     }
 
     async fn run(&self, job: &ClaimedJob, slot: usize) -> Result<Outcome, SandboxError> {
         let files = self.prepare_files(&job.script)?;
-        let memory_bytes = u64::from(job.limits.memory_mb) << 20;
         // Unique per run: a released job runs again under the same attempt number, and the
         // cgroup of an aborted run may still be tearing down.
         let cgroup_name = format!("job-{}-{}", job.lease.job_id, uuid::Uuid::new_v4().simple());
-        let cgroup =
-            self.cgroups
-                .create_job(&cgroup_name, memory_bytes, self.config.max_processes)?;
-        let cgroup_args = cgroup.as_ref().map(cgroup::JobCgroup::nsjail_args);
-        let args = self.args(job.limits, slot, &files, cgroup_args.as_deref());
+        let cgroup = self.cgroups.create_job(
+            &cgroup_name,
+            &JobSpec {
+                memory_bytes: u64::from(job.limits.memory_mb) << 20,
+                max_processes: self.config.max_processes,
+                slot,
+            },
+        )?;
+        let args = self.args(job.limits, slot, &files, cgroup.is_some());
 
         let (result_reader, result_writer) = std::io::pipe()?;
-        let mut command = Command::new(&self.config.nsjail_path);
+        let mut command = match &cgroup {
+            Some(cgroup) => cgroup.command(&self.config.nsjail_path, &args),
+            None => {
+                let mut command = Command::new(&self.config.nsjail_path);
+                command.args(&args);
+                command
+            }
+        };
         command
-            .args(&args)
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -228,20 +241,28 @@ impl NsjailExecutor {
         let result_pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(result_reader.into())?;
         let record = tokio::spawn(read_capped(result_pipe, record_limit));
 
-        let timed_out = match tokio::time::timeout(job.limits.timeout, child.wait()).await {
-            Ok(status) => {
-                status?;
-                false
-            }
+        let (status, timed_out) = match tokio::time::timeout(job.limits.timeout, child.wait()).await
+        {
+            Ok(status) => (status?, false),
             Err(_) => {
-                // Killing nsjail kills the jail: its init dies with it and the kernel tears
-                // down the whole pid namespace.
+                // Killing nsjail kills the jail (its init has nsjail's death as its parent-
+                // death signal, and the kernel then tears down the whole pid namespace);
+                // killing the cgroup as well does not depend on that.
+                if let Some(cgroup) = &cgroup {
+                    cgroup.kill_all();
+                }
                 child.start_kill()?;
-                child.wait().await?;
-                true
+                (child.wait().await?, true)
             }
         };
         let wall = started.elapsed();
+        // The jail's processes may still be dying; the job is over only when none is left,
+        // and only then are its counters final.
+        if let Some(cgroup) = &cgroup {
+            if !cgroup.settle(SETTLE_GRACE).await {
+                tracing::error!(job_id = %job.lease.job_id, "processes of the job survived SIGKILL");
+            }
+        }
 
         let stdout = collect(stdout).await;
         let stderr = collect(stderr).await;
@@ -250,17 +271,22 @@ impl NsjailExecutor {
             (bytes, false) if bytes.is_empty() => Record::Missing,
             (bytes, false) => Record::Written(bytes),
         };
-        let usage = cgroup
-            .as_ref()
-            .map(cgroup::JobCgroup::usage)
-            .unwrap_or_default();
+        let usage = cgroup.as_ref().map(JobCgroup::usage).unwrap_or_default();
         drop(cgroup);
         let nsjail_log = std::fs::read_to_string(&files.nsjail_log).unwrap_or_default();
         drop(files.root);
 
         let jail = parse_jail_exit(&nsjail_log);
         if jail == verdict::JailExit::Unknown && !timed_out {
-            tracing::error!(job_id = %job.lease.job_id, log = %nsjail_log.trim(), "nsjail failed");
+            if status.code() == Some(cgroup::ENTER_FAILED) && nsjail_log.is_empty() {
+                tracing::error!(
+                    job_id = %job.lease.job_id,
+                    stderr = %String::from_utf8_lossy(&stderr.0).trim(),
+                    "could not move the sandbox into the job's cgroup"
+                );
+            } else {
+                tracing::error!(job_id = %job.lease.job_id, log = %nsjail_log.trim(), "nsjail failed");
+            }
         }
         let verdict = judge(&RunReport {
             jail,
@@ -300,6 +326,25 @@ impl Executor for NsjailExecutor {
             }
         }
     }
+}
+
+/// Judges what the self-test job returned.
+fn check_self_test(value: &serde_json::Value) -> Result<(), String> {
+    if value["json"] != serde_json::json!([1, 2]) {
+        return Err(format!(
+            "expected the self-test job to parse [1, 2], got {value}"
+        ));
+    }
+    if value["x32_getpid"]
+        .as_i64()
+        .is_none_or(|result| result >= 0)
+    {
+        return Err(format!(
+            "the kernel accepts x32 system calls ({value}), which the seccomp policy cannot \
+             filter; boot it with syscall.x32=n or use a kernel without CONFIG_X86_X32_ABI"
+        ));
+    }
+    Ok(())
 }
 
 fn to_output((bytes, truncated): (Vec<u8>, bool)) -> Output {
@@ -368,14 +413,18 @@ struct NsjailInvocation<'a> {
     outside_id: u32,
     job_dir: &'a Path,
     nsjail_log: &'a Path,
-    cgroup_args: Option<&'a [String]>,
+    /// nsjail runs inside the job's cgroup, which holds the memory and process limits.
+    in_cgroup: bool,
 }
 
 /// The nsjail command line for one job: the policy file plus the per-job flags.
 fn nsjail_args(inv: &NsjailInvocation<'_>) -> Vec<OsString> {
     let runtime = inv.config.python_runtime.display().to_string();
     let timeout_secs = inv.limits.timeout.as_secs_f64().ceil();
-    // nsjail's own limits are a backstop one second behind the worker's clock, which decides.
+    // CPU time may not exceed the wall-clock timeout: the harness lowers RLIMIT_CPU's soft
+    // limit to it (SIGXCPU, reported as a timeout). nsjail's wall-clock limit and the hard
+    // RLIMIT_CPU (SIGKILL) are a backstop one second later; the worker's clock decides.
+    let cpu_limit = format!("{timeout_secs}");
     let backstop = format!("{}", timeout_secs + 1.0);
     let mut args: Vec<String> = vec![
         "--config".into(),
@@ -402,6 +451,7 @@ fn nsjail_args(inv: &NsjailInvocation<'_>) -> Vec<OsString> {
         "HOME=/tmp".to_owned(),
         "LANG=C.UTF-8".to_owned(),
         format!("RUNBOX_RESULT_FD={RESULT_FD}"),
+        format!("RUNBOX_CPU_LIMIT_SECS={cpu_limit}"),
         // One thread per numeric library: the job's CPU and process limits are per job.
         "OPENBLAS_NUM_THREADS=1".to_owned(),
         "OMP_NUM_THREADS=1".to_owned(),
@@ -410,12 +460,13 @@ fn nsjail_args(inv: &NsjailInvocation<'_>) -> Vec<OsString> {
         args.push("--env".into());
         args.push(var);
     }
-    match inv.cgroup_args {
-        Some(cgroup) => args.extend(cgroup.iter().cloned()),
-        None => {
-            args.push("--rlimit_as".into());
-            args.push(inv.limits.memory_mb.to_string());
-        }
+    if !inv.in_cgroup {
+        // The fallback where no cgroup can be used (logged at worker start): address space
+        // instead of memory, and processes per outside uid, which is per slot, not per job.
+        args.push("--rlimit_as".into());
+        args.push(inv.limits.memory_mb.to_string());
+        args.push("--rlimit_nproc".into());
+        args.push(inv.config.max_processes.to_string());
     }
     args.push("--".into());
     args.push(inv.config.python().display().to_string());
@@ -436,7 +487,7 @@ mod tests {
         crate::config::WorkerConfig::parse_from(["worker"]).sandbox
     }
 
-    fn args_for(limits: Limits, cgroup: Option<&[String]>) -> Vec<String> {
+    fn args_for(limits: Limits, in_cgroup: bool) -> Vec<String> {
         let config = config();
         nsjail_args(&NsjailInvocation {
             config: &config,
@@ -444,7 +495,7 @@ mod tests {
             outside_id: 100_003,
             job_dir: Path::new("/tmp/runbox-job-x/job"),
             nsjail_log: Path::new("/tmp/runbox-job-x/nsjail.log"),
-            cgroup_args: cgroup,
+            in_cgroup,
         })
         .into_iter()
         .map(|a| a.to_string_lossy().into_owned())
@@ -465,7 +516,7 @@ mod tests {
 
     #[test]
     fn script_runs_as_an_unprivileged_outside_uid() {
-        let args = args_for(LIMITS, None);
+        let args = args_for(LIMITS, true);
         assert_eq!(value_after(&args, "--user").as_deref(), Some("1000:100003"));
         assert_eq!(
             value_after(&args, "--group").as_deref(),
@@ -475,14 +526,14 @@ mod tests {
 
     #[test]
     fn nsjail_time_limit_backs_up_the_worker_clock() {
-        let args = args_for(LIMITS, None);
+        let args = args_for(LIMITS, true);
         assert_eq!(value_after(&args, "--time_limit").as_deref(), Some("4"));
         assert_eq!(value_after(&args, "--rlimit_cpu").as_deref(), Some("4"));
     }
 
     #[test]
     fn job_dir_is_mounted_read_only_and_harness_runs_isolated() {
-        let args = args_for(LIMITS, None);
+        let args = args_for(LIMITS, true);
         assert!(args.contains(&"/tmp/runbox-job-x/job:/job".to_owned()));
         let dash = args.iter().position(|a| a == "--").expect("separator");
         assert_eq!(
@@ -499,7 +550,7 @@ mod tests {
 
     #[test]
     fn environment_carries_no_worker_secrets() {
-        let args = args_for(LIMITS, None);
+        let args = args_for(LIMITS, true);
         let env: Vec<&String> = args
             .iter()
             .zip(args.iter().skip(1))
@@ -511,12 +562,33 @@ mod tests {
     }
 
     #[test]
-    fn rlimit_as_is_used_only_without_cgroups() {
-        let without = args_for(LIMITS, None);
+    fn a_kernel_that_accepts_x32_calls_fails_the_self_test() {
+        let fine = serde_json::json!({"json": [1, 2], "x32_getpid": -38});
+        assert_eq!(check_self_test(&fine), Ok(()));
+        let x32 = serde_json::json!({"json": [1, 2], "x32_getpid": 7});
+        assert!(check_self_test(&x32).is_err_and(|e| e.contains("x32")));
+        let broken = serde_json::json!({"json": null, "x32_getpid": -38});
+        assert!(check_self_test(&broken).is_err());
+    }
+
+    #[test]
+    fn the_cpu_time_limit_is_the_timeout_rounded_up() {
+        let args = args_for(LIMITS, true);
+        assert!(args.contains(&"RUNBOX_CPU_LIMIT_SECS=3".to_owned()));
+    }
+
+    #[test]
+    fn rlimits_stand_in_for_the_cgroup_only_without_one() {
+        let without = args_for(LIMITS, false);
         assert_eq!(value_after(&without, "--rlimit_as").as_deref(), Some("128"));
-        let cgroup = vec!["--cgroup_mem_max".to_owned(), "268435456".to_owned()];
-        let with = args_for(LIMITS, Some(&cgroup));
+        assert_eq!(
+            value_after(&without, "--rlimit_nproc").as_deref(),
+            Some("64")
+        );
+        let with = args_for(LIMITS, true);
         assert_eq!(value_after(&with, "--rlimit_as"), None);
-        assert!(with.contains(&"--cgroup_mem_max".to_owned()));
+        assert_eq!(value_after(&with, "--rlimit_nproc"), None);
+        // nsjail's own cgroups would move the jail out of the job's cgroup.
+        assert!(!with.iter().any(|a| a.starts_with("--cgroup")));
     }
 }

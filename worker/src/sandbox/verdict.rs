@@ -87,6 +87,18 @@ pub struct Verdict {
     pub signal: Option<String>,
 }
 
+/// The failures the harness reports. The script runs in the harness's process and can write
+/// to the result pipe too; a record naming any other kind is not the harness's and is ignored,
+/// so a script cannot claim a verdict only the worker gives (memory limit, timeout, a lost
+/// worker or a broken sandbox).
+const HARNESS_KINDS: [ErrorKind; 5] = [
+    ErrorKind::SyntaxError,
+    ErrorKind::MissingMain,
+    ErrorKind::Exception,
+    ErrorKind::ResultNotJson,
+    ErrorKind::Exited,
+];
+
 fn fail(kind: ErrorKind, message: impl Into<String>) -> Result<Box<RawValue>, Failure> {
     Err(Failure {
         kind,
@@ -153,7 +165,10 @@ pub fn judge(report: &RunReport) -> Verdict {
     match report.jail {
         JailExit::Signaled(number) if number == Signal::SIGXCPU as i32 => verdict(fail(
             ErrorKind::Timeout,
-            format!("script exceeded its CPU time limit ({seconds} s) and was killed"),
+            format!(
+                "script exceeded its CPU time limit of {} s and was killed",
+                seconds.ceil()
+            ),
         )),
         JailExit::Signaled(number) => verdict(fail(
             ErrorKind::Killed,
@@ -195,6 +210,9 @@ fn from_record(bytes: &[u8], result_limit: usize) -> Option<Result<Box<RawValue>
         return Some(Ok(raw));
     }
     let kind = ErrorKind::parse(record.kind.as_deref()?)?;
+    if !HARNESS_KINDS.contains(&kind) {
+        return None;
+    }
     let position = match (record.line, record.column) {
         (Some(line), Some(column)) => Some(SourcePosition { line, column }),
         _ => None,
@@ -327,9 +345,29 @@ mod tests {
     }
 
     #[test]
-    fn cpu_limit_signal_is_a_timeout() {
-        let verdict = judge(&report(JailExit::Signaled(24), Record::Missing));
+    fn cpu_limit_signal_is_a_timeout_naming_the_cpu_limit() {
+        let mut cpu = report(JailExit::Signaled(24), Record::Missing);
+        cpu.timeout = Duration::from_millis(2500);
+        let verdict = judge(&cpu);
         assert_eq!(kind(&verdict), Some(ErrorKind::Timeout));
+        let message = verdict.result.expect_err("timeout").message;
+        assert!(message.contains("CPU time limit of 3 s"), "{message}");
+        assert_eq!(verdict.signal.as_deref(), Some("SIGXCPU"));
+    }
+
+    #[test]
+    fn a_record_cannot_claim_a_verdict_only_the_worker_gives() {
+        for forged in [
+            "memory_limit",
+            "timeout",
+            "sandbox_error",
+            "worker_lost",
+            "killed",
+        ] {
+            let record = format!(r#"{{"ok": false, "kind": "{forged}", "message": "m"}}"#);
+            let verdict = judge(&report(JailExit::Exited(0), written(&record)));
+            assert_eq!(kind(&verdict), Some(ErrorKind::Exited), "{forged}");
+        }
     }
 
     #[test]
