@@ -2,6 +2,7 @@
 //! task asks the store about all of them in a single query per tick and wakes the owners.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,15 +15,27 @@ use tokio::sync::{broadcast, oneshot, Notify};
 pub struct Completions {
     waiting: Mutex<HashMap<JobId, Vec<oneshot::Sender<()>>>>,
     registered: Notify,
+    stopped: AtomicBool,
 }
 
 impl Completions {
     /// Waits until `id` reaches a terminal status or `limit` passes; true if it finished.
+    /// False at once after [`Completions::stop`].
     pub async fn wait(&self, id: JobId, limit: Duration) -> bool {
+        if self.stopped.load(Ordering::SeqCst) {
+            return false;
+        }
         let (tx, rx) = oneshot::channel();
         self.lock().entry(id).or_default().push(tx);
         self.registered.notify_one();
         matches!(tokio::time::timeout(limit, rx).await, Ok(Ok(())))
+    }
+
+    /// Ends every wait now (they report "not finished") and refuses new ones: on shutdown,
+    /// waiting `/execute` requests answer 202 with their job's location instead of being cut.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.lock().clear();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Vec<oneshot::Sender<()>>>> {

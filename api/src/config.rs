@@ -45,6 +45,10 @@ pub struct ApiConfig {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 120)]
     pub request_timeout_secs: u64,
 
+    /// After SIGTERM/SIGINT, how long in-flight requests may finish, in seconds.
+    #[arg(long, env = "API_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+
     /// Queued jobs past which `POST /jobs` and `/execute` answer 429.
     #[arg(long, env = "MAX_QUEUED_JOBS", default_value_t = 10_000)]
     pub max_queued_jobs: u64,

@@ -35,8 +35,9 @@ use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The application with its middleware, ready to serve.
-pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> Router {
+/// The application with its middleware, ready to serve, and its completion waiters (stopped
+/// on shutdown).
+pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> (Router, Arc<Completions>) {
     let completions = Arc::new(Completions::default());
     tokio::spawn(Arc::clone(&completions).run(
         Arc::clone(&store),
@@ -47,7 +48,7 @@ pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> Router {
         store,
         limits: config.limits,
         checker: Arc::new(ScriptChecker::new(config.validation_concurrency())),
-        completions,
+        completions: Arc::clone(&completions),
         queue_grace: config.queue_grace(),
         max_queued_jobs: config.max_queued_jobs,
         idempotency_window: Duration::from_secs(config.idempotency_window_secs),
@@ -58,7 +59,7 @@ pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> Router {
         Duration::from_secs(config.retention_secs),
     ));
     let request_timeout = config.request_timeout_secs;
-    routes::router(state)
+    let router = routes::router(state)
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".to_owned()).into_response()
         }))
@@ -90,7 +91,8 @@ pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> Router {
             }),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
+    (router, completions)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests.

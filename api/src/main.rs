@@ -1,5 +1,7 @@
 //! `api` binary: parse config, open (and migrate) the store, serve HTTP until SIGTERM/SIGINT.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::Parser;
 use shared::store::{self, Schema};
@@ -24,7 +26,30 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {address}"))?;
     tracing::info!(%address, store = ?config.store, "api listening");
-    api::serve(listener, api::app(&config, store), shutdown_signal()).await?;
+
+    // The signal starts a graceful shutdown (no new connections, in-flight requests finish);
+    // after the grace period whatever is still in flight is dropped. Jobs are not affected:
+    // they live in the store and run on workers.
+    let (router, completions) = api::app(&config, store);
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown_signal().await;
+        // Waiting /execute requests answer 202 with their job's location right away.
+        completions.stop();
+        let _ = stopping_tx.send(());
+    };
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let deadline = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = api::serve(listener, router, shutdown) => served?,
+        () = deadline => tracing::warn!(?grace, "grace period over; dropping requests still in flight"),
+    }
     tracing::info!("api stopped");
     Ok(())
 }

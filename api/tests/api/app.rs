@@ -121,6 +121,20 @@ async fn json_response(response: reqwest::Response) -> (StatusCode, Value) {
     (status, value)
 }
 
+/// Sends SIGTERM to a process and waits (up to 30 s) for it to exit.
+async fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("process running");
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("process exits after SIGTERM")
+        .expect("wait for process")
+}
+
 /// Settings a test may change.
 #[derive(Clone)]
 pub struct Options {
@@ -236,19 +250,14 @@ impl TestApp {
         worker.kill().await.expect("kill worker");
     }
 
+    /// Sends SIGTERM to the API and waits for it to exit; returns its exit status.
+    pub async fn terminate_api(&mut self) -> std::process::ExitStatus {
+        terminate(&mut self.api).await
+    }
+
     /// Sends SIGTERM to worker `index` and waits for it to exit; returns its exit status.
     pub async fn terminate_worker(&mut self, index: usize) -> std::process::ExitStatus {
-        let worker = self.workers.get_mut(index).expect("worker exists");
-        let pid = worker.id().expect("worker running");
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success());
-        tokio::time::timeout(Duration::from_secs(30), worker.wait())
-            .await
-            .expect("worker exits after SIGTERM")
-            .expect("wait for worker")
+        terminate(self.workers.get_mut(index).expect("worker exists")).await
     }
 
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {

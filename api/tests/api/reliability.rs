@@ -225,3 +225,26 @@ async fn request_past_the_server_time_limit_is_a_json_504() {
     assert_eq!(body["code"], "request_timeout");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn sigterm_to_the_api_answers_waiting_executes_with_202_and_exits_0() {
+    let mut app = spawn_app().await;
+    let request = app
+        .client
+        .post(format!("{}/execute", app.base))
+        .json(&json!({"script": "import time\n\ndef main():\n    time.sleep(2)\n    return 'kept'\n"}))
+        .send();
+    let waiting = tokio::spawn(request);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let exit = app.terminate_api().await;
+    assert!(exit.success(), "api exits 0 after SIGTERM: {exit:?}");
+    let response = waiting.await.expect("task").expect("answered before exit");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .expect("Location header");
+    assert!(location.starts_with("/jobs/"), "{location}");
+}
