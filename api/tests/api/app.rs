@@ -270,10 +270,14 @@ impl TestApp {
         json_response(response).await
     }
 
+    /// A POST to `path`, for tests that need headers or the raw response.
+    pub fn post_request(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}{path}", self.base))
+    }
+
     pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
         let response = self
-            .client
-            .post(format!("{}{path}", self.base))
+            .post_request(path)
             .header("content-type", "application/json")
             .body(body)
             .send()

@@ -115,8 +115,7 @@ async fn print_without_newline_is_kept_verbatim() {
 async fn integers_above_two_to_the_53_come_back_exact() {
     let app = spawn_app().await;
     let response = app
-        .client
-        .post(format!("{}/execute", app.base))
+        .post_request("/execute")
         .json(&json!({"script": "def main():\n    return [2**53 + 1, 2**64 + 7, -(2**70)]\n"}))
         .send()
         .await
@@ -465,8 +464,7 @@ async fn unfinished_within_the_wait_limit_is_a_202_and_the_job_is_kept() {
     })
     .await;
     let response = app
-        .client
-        .post(format!("{}/execute", app.base))
+        .post_request("/execute")
         .json(&json!({"script": "def main():\n    return 7\n", "timeout": 0.5}))
         .send()
         .await

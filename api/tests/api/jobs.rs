@@ -12,8 +12,7 @@ use crate::app::{spawn_app, spawn_app_with, Options};
 async fn submitted_job_is_queued_then_reported_with_its_outcome() {
     let app = spawn_app().await;
     let response = app
-        .client
-        .post(format!("{}/jobs", app.base))
+        .post_request("/jobs")
         .json(&json!({"script": "def main():\n    print('hi')\n    return [1, 2]\n"}))
         .send()
         .await

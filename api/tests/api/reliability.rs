@@ -33,8 +33,7 @@ async fn wait_for_status(app: &TestApp, id: &str, status: &str, limit: Duration)
 
 async fn submit_keyed(app: &TestApp, key: &str, body: &Value) -> (StatusCode, Value) {
     let response = app
-        .client
-        .post(format!("{}/jobs", app.base))
+        .post_request("/jobs")
         .header("idempotency-key", key)
         .json(body)
         .send()
@@ -139,8 +138,7 @@ async fn execute_replays_an_idempotent_request_with_the_same_outcome() {
     let app = spawn_app().await;
     let call = || async {
         let response = app
-            .client
-            .post(format!("{}/execute", app.base))
+            .post_request("/execute")
             .header("idempotency-key", "exec-1")
             .json(&json!({"script": "import random\n\ndef main():\n    return random.random()\n"}))
             .send()
@@ -173,8 +171,7 @@ async fn queue_past_its_limit_answers_429_with_retry_after() {
         assert_eq!(status, StatusCode::ACCEPTED);
     }
     let response = app
-        .client
-        .post(format!("{}/jobs", app.base))
+        .post_request("/jobs")
         .json(&json!({"script": "def main():\n    return 1\n"}))
         .send()
         .await
@@ -230,8 +227,7 @@ async fn request_past_the_server_time_limit_is_a_json_504() {
 async fn sigterm_to_the_api_answers_waiting_executes_with_202_and_exits_0() {
     let mut app = spawn_app().await;
     let request = app
-        .client
-        .post(format!("{}/execute", app.base))
+        .post_request("/execute")
         .json(&json!({"script": "import time\n\ndef main():\n    time.sleep(2)\n    return 'kept'\n"}))
         .send();
     let waiting = tokio::spawn(request);
