@@ -11,11 +11,15 @@ DATABASE_URL ?= sqlite://$(CURDIR)/data/jobs.db
 export DATABASE_URL
 CARGO ?= cargo
 
-.PHONY: run test chaos provision build api worker lint bench clean
+.PHONY: run test e2e chaos provision devtools build api worker lint bench clean
 
 ## provision: install the sandbox runtime (Python + numpy + pandas) and nsjail; idempotent
 provision:
 	@scripts/provision.sh
+
+## devtools: install the tools the tests use (the OpenAPI validator); idempotent
+devtools: provision
+	@scripts/devtools.sh
 
 build:
 	$(CARGO) build --release --locked --bins
@@ -24,7 +28,8 @@ build:
 run: provision build
 	@scripts/run.sh
 
-## api / worker: start one process (e.g. extra workers: `make worker` in another terminal)
+## api / worker: start one process (e.g. extra workers: `METRICS_ADDR=127.0.0.1:9092 make worker`
+## in another terminal, each with its own metrics port)
 api: provision build
 	./target/release/api
 
@@ -38,10 +43,15 @@ lint:
 ## test: provision, format check, clippy, unit and end-to-end tests with real nsjail; the
 ## end-to-end suite runs once on SQLite and once on Postgres (TEST_POSTGRES_URL, default the
 ## local server; each test creates and drops its own database)
-test: provision lint
+test: provision devtools lint
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) nextest run --workspace --locked --no-fail-fast -E 'not test(/^chaos::/)'
 	TEST_STORE=postgres $(CARGO) nextest run -p api --test api --locked --no-fail-fast -E 'not test(/^chaos::/) and not test(/^escape::/)'
+
+## e2e: the playground page (GET /) in headless Chromium against a real API and worker;
+## screenshots in target/e2e-artifacts/ (UPDATE_SCREENSHOT=1 also retakes docs/playground.png)
+e2e: provision
+	@scripts/e2e.sh
 
 ## chaos: crash workers and restart Postgres under load; one test at a time (the Postgres
 ## restart would disturb anything else using it)

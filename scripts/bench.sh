@@ -23,7 +23,9 @@ for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break
   sleep 0.1
 done
-./target/release/worker & pids+=($!)
+# Metrics recorded as in production, served on a port of the kernel's choosing so nothing
+# else on 9091 (a `make run` worker) collides with it.
+METRICS_ADDR=127.0.0.1:0 ./target/release/worker & pids+=($!)
 ./target/release/examples/bench_execute "http://127.0.0.1:$port"
 
 # The queue alone (noop worker: jobs succeed without running), on both stores.

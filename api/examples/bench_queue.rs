@@ -41,6 +41,9 @@ fn spawn(binary: &str, env: &[(&str, String)]) -> anyhow::Result<Child> {
     Command::new(format!("target/release/{binary}"))
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("RUST_LOG", "warn")
+        // Workers record metrics as in production, on a port of the kernel's choosing: the
+        // worker `make bench` started for the /execute figures still holds its own.
+        .env("METRICS_ADDR", "127.0.0.1:0")
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -83,6 +86,7 @@ async fn pre_insert(store: &Arc<dyn JobStore>, n: usize) -> anyhow::Result<()> {
                         },
                         created_at: Utc::now(),
                         idempotency: None,
+                        request_id: None,
                     })
                     .await?;
             }

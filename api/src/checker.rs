@@ -1,7 +1,7 @@
 //! Runs script validation off the async runtime, on threads with a large stack, at most a
 //! few at a time, so hostile scripts cannot stall or crash the server.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Semaphore};
 
@@ -41,7 +41,10 @@ impl ScriptChecker {
             .name("validate".into())
             .stack_size(STACK_BYTES)
             .spawn(move || {
-                let _ = tx.send(validate(&script));
+                let started = Instant::now();
+                let verdict = validate(&script);
+                crate::metrics::script_validated(started.elapsed(), verdict.as_ref().err());
+                let _ = tx.send(verdict);
             })
             .map_err(|e| ApiError::Internal(format!("cannot start validation thread: {e}")))?;
         let verdict = rx

@@ -4,10 +4,15 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use shared::job::JobStatus;
 use shared::store::StoreError;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
 
 use crate::validation::ValidationError;
+use crate::view::job_status_schema;
 
 /// A request that cannot be served. Bodies are always `{"error", "code", ...}`.
 #[derive(Debug, thiserror::Error)]
@@ -100,32 +105,139 @@ impl ApiError {
         }
     }
 
-    fn details(&self, body: &mut Map<String, Value>) {
+    /// The JSON body of this error.
+    #[must_use]
+    pub fn body(&self) -> ErrorBody {
+        let mut body = ErrorBody {
+            error: self.to_string(),
+            code: self.code(),
+            ..ErrorBody::default()
+        };
         match self {
-            Self::InvalidField { field, .. } => {
-                body.insert("field".into(), json!(field));
-            }
+            Self::InvalidField { field, .. } => body.field = Some(field),
             Self::InvalidScript(ValidationError::Syntax { line, column, .. }) => {
-                body.insert("line".into(), json!(line));
-                body.insert("column".into(), json!(column));
+                body.line = Some(*line);
+                body.column = Some(*column);
             }
-            Self::TooLarge { limit, .. } => {
-                body.insert("limit_bytes".into(), json!(limit));
-            }
+            Self::TooLarge { limit, .. } => body.limit_bytes = Some(*limit),
             Self::QueueFull { depth, limit } => {
-                body.insert("queued".into(), json!(depth));
-                body.insert("limit".into(), json!(limit));
+                body.queued = Some(*depth);
+                body.limit = Some(*limit);
             }
-            Self::IdempotencyConflict { job_id } => {
-                body.insert("id".into(), json!(job_id));
-            }
+            Self::IdempotencyConflict { job_id } => body.id = Some(job_id.clone()),
             Self::AlreadyFinished { id, status } => {
-                body.insert("id".into(), json!(id));
-                body.insert("status".into(), json!(status));
+                body.id = Some(id.clone());
+                body.status = Some(status);
             }
             _ => {}
         }
+        body
     }
+
+    /// One error of each kind, so the API description can list every code with its status.
+    fn samples() -> Vec<Self> {
+        let text = String::new;
+        vec![
+            Self::InvalidJson(text()),
+            Self::InvalidField {
+                field: "script",
+                message: text(),
+            },
+            Self::InvalidScript(ValidationError::Syntax {
+                message: text(),
+                line: 1,
+                column: 1,
+            }),
+            Self::InvalidScript(ValidationError::MissingMain(text())),
+            Self::InvalidScript(ValidationError::MainSignature(text())),
+            Self::InvalidIdempotencyKey,
+            Self::InvalidJobId(text()),
+            Self::JobNotFound(text()),
+            Self::NoRoute(text()),
+            Self::MethodNotAllowed,
+            Self::AlreadyFinished {
+                id: text(),
+                status: JobStatus::Succeeded.as_str(),
+            },
+            Self::TooLarge {
+                what: "script",
+                limit: 0,
+            },
+            Self::IdempotencyConflict { job_id: text() },
+            Self::QueueFull { depth: 0, limit: 0 },
+            Self::Internal(text()),
+            Self::Busy,
+            Self::Overloaded,
+            Self::StoreUnavailable(StoreError::Schema(text())),
+            Self::RequestTimeout(0),
+        ]
+    }
+
+    /// Every stable `code` an error answer can carry, with its HTTP status.
+    #[must_use]
+    pub fn codes() -> Vec<(&'static str, StatusCode)> {
+        let mut codes: Vec<_> = Self::samples()
+            .iter()
+            .map(|e| (e.code(), e.status()))
+            .collect();
+        codes.dedup();
+        codes
+    }
+}
+
+/// The body of every error answer: a message for people, a stable `code` for programs, and
+/// the details that code carries.
+#[derive(Debug, Default, Serialize, ToSchema)]
+// Closed, so that a client can tell it from a job, which also has `error` and `code`.
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// What went wrong, for people; the wording may change.
+    pub error: String,
+    /// What went wrong, for programs; stable.
+    #[schema(schema_with = error_code_schema)]
+    pub code: &'static str,
+    /// `invalid_request`: the request field (or query parameter) at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'static str>,
+    /// `syntax_error`: 1-based line of the error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// `syntax_error`: 1-based column of the error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+    /// `payload_too_large`: the limit that was passed, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<usize>,
+    /// `queue_full`: jobs waiting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u64>,
+    /// `queue_full`: queued jobs past which submissions are refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// `idempotency_key_reused`, `already_finished`: the job concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = Uuid)]
+    pub id: Option<String>,
+    /// `already_finished`: the status the job had finished with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = job_status_schema)]
+    pub status: Option<&'static str>,
+}
+
+/// `code` of [`ErrorBody`]: an enum of every code, described with its status.
+fn error_code_schema() -> impl Into<RefOr<Schema>> {
+    let codes = ApiError::codes();
+    let description = codes
+        .iter()
+        .map(|(code, status)| format!("`{code}` ({})", status.as_u16()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(codes.iter().map(|(code, _)| *code)))
+        .description(Some(format!(
+            "What went wrong, for programs; stable. With the HTTP status each comes with: {description}."
+        )))
 }
 
 impl IntoResponse for ApiError {
@@ -136,11 +248,7 @@ impl IntoResponse for ApiError {
             Self::Internal(detail) => tracing::error!(%detail, "internal error"),
             _ => {}
         }
-        let mut body = Map::new();
-        body.insert("error".into(), json!(self.to_string()));
-        body.insert("code".into(), json!(self.code()));
-        self.details(&mut body);
-        let mut response = (status, Json(Value::Object(body))).into_response();
+        let mut response = (status, Json(self.body())).into_response();
         if matches!(
             self,
             Self::Busy | Self::StoreUnavailable(_) | Self::QueueFull { .. } | Self::Overloaded
@@ -165,11 +273,52 @@ mod tests {
             column: 5,
         });
         assert_eq!(error.status(), StatusCode::BAD_REQUEST);
-        let mut body = Map::new();
-        error.details(&mut body);
-        assert_eq!(body.get("line"), Some(&json!(2)));
-        assert_eq!(body.get("column"), Some(&json!(5)));
-        assert_eq!(error.code(), "syntax_error");
+        let body = serde_json::to_value(error.body()).expect("serializes");
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "error": "SyntaxError: invalid syntax (line 2, column 5)",
+                "code": "syntax_error",
+                "line": 2,
+                "column": 5,
+            })
+        );
+    }
+
+    /// The string literals in the `match` of the `fn code` in `source`.
+    fn code_literals(source: &str) -> Vec<&str> {
+        let start = source.find("fn code(&self)").expect("a fn code");
+        let body = &source[start..];
+        let body = &body[..body.find("\n    }\n").expect("end of fn code")];
+        body.split("=> \"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect()
+    }
+
+    #[test]
+    fn every_code_the_api_can_answer_is_in_the_documented_list() {
+        let documented: Vec<&str> = ApiError::codes().iter().map(|(code, _)| *code).collect();
+        let literals: Vec<&str> = code_literals(include_str!("error.rs"))
+            .into_iter()
+            .chain(code_literals(include_str!("validation.rs")))
+            .collect();
+        assert!(
+            literals.len() >= 15,
+            "codes not found in the source: {literals:?}"
+        );
+        for code in &literals {
+            assert!(
+                documented.contains(code),
+                "`{code}` is missing from ApiError::samples"
+            );
+        }
+        for code in &documented {
+            assert!(
+                literals.contains(code),
+                "`{code}` is documented but never answered"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,11 @@
 pub mod checker;
 pub mod completions;
 pub mod config;
+pub mod docs;
 pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod playground;
 pub mod request;
 pub mod retention;
 pub mod routes;
@@ -22,10 +26,13 @@ use axum::BoxError;
 use axum::Router;
 use shared::store::JobStore;
 use tokio::net::TcpListener;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::LatencyUnit;
+use tracing::Level;
 
 use crate::checker::ScriptChecker;
 use crate::completions::Completions;
@@ -33,7 +40,7 @@ use crate::config::ApiConfig;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The application with its middleware, ready to serve, and its completion waiters (stopped
 /// on shutdown).
@@ -45,7 +52,6 @@ pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> (Router, Arc<Complet
         config.store.backstop_poll(),
     ));
     let state = AppState {
-        store,
         limits: config.limits,
         checker: Arc::new(ScriptChecker::new(config.validation_concurrency())),
         completions: Arc::clone(&completions),
@@ -53,6 +59,8 @@ pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> (Router, Arc<Complet
         max_queued_jobs: config.max_queued_jobs,
         idempotency_window: Duration::from_secs(config.idempotency_window_secs),
         cancel_on_disconnect: config.execute_cancel_on_disconnect,
+        metrics: metrics::exporter(Arc::clone(&store)),
+        store,
     };
     tokio::spawn(retention::run(
         Arc::clone(&state.store),
@@ -77,9 +85,12 @@ pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> (Router, Arc<Complet
                     }
                 }))
                 .load_shed()
-                .concurrency_limit(config.max_concurrent_requests.max(1))
+                .layer(GlobalConcurrencyLimitLayer::new(
+                    config.max_concurrent_requests.max(1),
+                ))
                 .timeout(Duration::from_secs(request_timeout.max(1))),
         )
+        .layer(axum::middleware::from_fn(metrics::track_http))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 let id = request
@@ -88,11 +99,36 @@ pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> (Router, Arc<Complet
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-");
                 tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
-            }),
+            })
+            // One line per request, with its status and latency.
+            .on_response(
+                DefaultOnResponse::new()
+                    .level(Level::INFO)
+                    .latency_unit(LatencyUnit::Millis),
+            ),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_unusable_request_id));
     (router, completions)
+}
+
+/// Longest client-chosen `x-request-id` kept; it is stored with the job and logged.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// A client's `x-request-id` is kept when it is short, printable ASCII; otherwise it is
+/// removed so a fresh one is generated, since it ends up in the jobs table and in logs.
+async fn drop_unusable_request_id<B>(mut request: Request<B>) -> Request<B> {
+    let usable = request.headers().get(&REQUEST_ID).is_none_or(|value| {
+        let bytes = value.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID_LEN
+            && bytes.iter().all(|b| b.is_ascii_graphic())
+    });
+    if !usable {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests.

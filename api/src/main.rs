@@ -12,7 +12,7 @@ use api::config::ApiConfig;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ApiConfig::parse();
-    shared::telemetry::init(config.log.log_format);
+    shared::telemetry::init(&config.log);
 
     let store = store::connect(
         &config.store.database_url,

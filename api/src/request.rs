@@ -18,6 +18,26 @@ use crate::state::AppState;
 /// still sending gets our 413 instead of a connection reset.
 const DRAIN_LIMIT: usize = 32 * 1024 * 1024;
 
+/// The body as the API description shows it; [`parse`] reads bodies by hand, so that each
+/// mistake gets an error naming its field. Defaults and bounds are filled in from the server's
+/// limits when the description is served.
+#[derive(utoipa::ToSchema)]
+#[schema(
+    as = ScriptRequest,
+    description = "The body of `POST /execute`, `POST /jobs` and `POST /validate`."
+)]
+#[allow(dead_code)] // described, never built
+pub struct ScriptRequestBody {
+    /// Python source defining a top-level `def main()` or `async def main()` whose parameters
+    /// all have defaults. Not blank.
+    #[schema(min_length = 1)]
+    script: String,
+    /// Wall-time limit of the job, in seconds.
+    timeout: Option<f64>,
+    /// Memory limit of the job, in MiB.
+    memory_mb: Option<u32>,
+}
+
 /// A checked request to run a script.
 #[derive(Debug, Clone)]
 pub struct ScriptRequest {

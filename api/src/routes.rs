@@ -1,40 +1,70 @@
 //! HTTP handlers. They check input, talk to the store through `JobStore`, and shape replies;
-//! status mapping lives in `error` and `view`.
+//! status mapping lives in `error` and `view`. Each handler's `#[utoipa::path]` is both its
+//! route and its entry in the API description.
 
 use std::time::Duration;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use serde_json::{json, Value};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use shared::job::{Cancelled, Enqueued, Idempotency, JobId, NewJob};
+use shared::job::{
+    Cancelled, Enqueued, Idempotency, JobId, JobStatus, ListCursor, ListQuery, NewJob,
+};
 use shared::store::JobStore;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
-use crate::request::ScriptRequest;
+use crate::error::{ApiError, ErrorBody};
+use crate::openapi::{ApiDoc, ExecuteFailure};
+use crate::request::{ScriptRequest, ScriptRequestBody};
 use crate::state::AppState;
-use crate::view::{execute_status, JobView};
+use crate::view::{
+    execute_status, Accepted, JobPage, JobSummaryView, JobView, ServiceStatus, Validated,
+};
+use crate::REQUEST_ID;
+use crate::{docs, metrics, playground};
 
-/// All routes of the API.
+/// Every route, each declared once with its description: the router serves exactly what the
+/// document lists. A new route is one more `routes!` line naming a `#[utoipa::path]` handler.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(execute))
+        .routes(routes!(submit, list))
+        .routes(routes!(job, delete_job))
+        .routes(routes!(cancel_job))
+        .routes(routes!(validate))
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics::render))
+        .routes(routes!(docs::openapi_json))
+        .routes(routes!(docs::page))
+        .routes(routes!(docs::asset))
+        .routes(routes!(playground::page))
+        .routes(routes!(playground::script))
+        .routes(routes!(playground::stylesheet))
+}
+
+/// All routes of the API, with JSON answers for unknown routes and methods.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/execute", post(execute))
-        .route("/jobs", post(submit))
-        .route("/jobs/{id}", get(job).delete(cancel))
-        .route("/jobs/{id}/cancel", post(cancel))
-        .route("/validate", post(validate))
-        .route("/health", get(health))
-        .route("/ready", get(ready))
+    let (router, _) = api_routes().split_for_parts();
+    router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
+
+/// Description of the `Idempotency-Key` request header, shared by the routes that take it.
+const IDEMPOTENCY_KEY: &str = "1 to 255 visible ASCII characters. The same key with the same \
+    body (script, timeout, memory) within `IDEMPOTENCY_WINDOW_SECS` returns the same job instead \
+    of creating another; with a different body it is a 422 `idempotency_key_reused`.";
 
 /// A job this request stored, or the one its `Idempotency-Key` already names.
 struct Submitted {
@@ -94,6 +124,10 @@ async fn submit_job(
         script: request.script,
         limits: request.limits,
         created_at: Utc::now(),
+        request_id: headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     };
     match state.store.enqueue(&job).await? {
         Enqueued::Created => {
@@ -146,20 +180,54 @@ impl Drop for CancelOnDisconnect {
     }
 }
 
-fn accepted(id: JobId, status: &str) -> Response {
-    let location = format!("/jobs/{id}");
-    let mut response = (
-        StatusCode::ACCEPTED,
-        Json(json!({ "id": id.to_string(), "status": status, "location": location })),
-    )
-        .into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
+fn accepted(id: JobId, status: &'static str) -> Response {
+    let body = Accepted::new(id, status);
+    let location = HeaderValue::from_str(&body.location);
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(value) = location {
         response.headers_mut().insert(header::LOCATION, value);
     }
     response
 }
 
-/// `POST /execute`: queue the script, wait for it, answer with its outcome.
+/// Run a script and answer with its outcome.
+///
+/// Validates and queues the script, waits for a worker to run it, and answers with the
+/// finished job (plus `code` when it did not succeed). A job still unfinished after its
+/// timeout plus `QUEUE_GRACE_SECS` gets a 202 instead and keeps running. A client that
+/// disconnects before the answer cancels the job (`EXECUTE_CANCEL_ON_DISCONNECT`).
+#[utoipa::path(
+    post,
+    path = "/execute",
+    tag = "jobs",
+    request_body = ScriptRequestBody,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
+        description = IDEMPOTENCY_KEY)),
+    responses(
+        (status = 200, description = "`main()` returned a JSON value.", body = JobView),
+        (status = 202, description = "Not finished in time; the job keeps running.", body = Accepted,
+            headers(("Location" = String, description = "`/jobs/<id>`: where to follow the job."))),
+        (status = 400, description = "The request or the script is invalid (`invalid_json`, \
+            `invalid_request`, `invalid_idempotency_key`, `syntax_error`, `missing_main`, \
+            `main_signature`); a syntax error only the sandbox's `compile()` finds comes as \
+            the failed job.", body = ExecuteFailure),
+        (status = 408, description = "The script ran past its timeout (`timeout`); `stdout` \
+            holds what it printed before the kill.", body = JobView),
+        (status = 409, description = "The job was cancelled while waiting (`cancelled`).", body = JobView),
+        (status = 413, description = "Script or body too large (`payload_too_large`).", body = ErrorBody),
+        (status = 422, description = "The job failed (`exception`, `result_not_json`, `exited`, \
+            `memory_limit`, `killed`, `output_limit`), or the `Idempotency-Key` was used with \
+            another body (`idempotency_key_reused`).", body = ExecuteFailure),
+        (status = 429, description = "`MAX_QUEUED_JOBS` jobs are waiting (`queue_full`).", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+        (status = 500, description = "The sandbox could not be set up (`sandbox_error`, as the \
+            failed job), or an internal error.", body = ExecuteFailure),
+        (status = 503, description = "The job store is unavailable, validation stayed busy, too \
+            many requests are in flight (`store_unavailable`, `busy`, `overloaded`), or the job's \
+            workers were lost too often (`worker_lost`, as the failed job).", body = ExecuteFailure,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+    )
+)]
 async fn execute(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -167,6 +235,9 @@ async fn execute(
 ) -> Result<Response, ApiError> {
     let wait = request.limits.timeout + state.queue_grace;
     let Submitted { id, created } = submit_job(&state, &headers, request).await?;
+    if created {
+        crate::metrics::job_submitted("execute");
+    }
     let mut guard = CancelOnDisconnect {
         store: (created && state.cancel_on_disconnect).then(|| Arc::clone(&state.store)),
         id,
@@ -196,13 +267,40 @@ async fn execute(
     Ok((status, Json(body)).into_response())
 }
 
-/// `POST /jobs`: queue the script and answer at once.
+/// Queue a script and answer at once.
+///
+/// Same body and checks as `/execute`; follow the job at its `Location`.
+#[utoipa::path(
+    post,
+    path = "/jobs",
+    tag = "jobs",
+    request_body = ScriptRequestBody,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
+        description = IDEMPOTENCY_KEY)),
+    responses(
+        (status = 202, description = "Queued (or, for a repeated `Idempotency-Key`, the job it \
+            names).", body = Accepted,
+            headers(("Location" = String, description = "`/jobs/<id>`: where to follow the job."))),
+        (status = 400, description = "The request or the script is invalid.", body = ErrorBody),
+        (status = 413, description = "Script or body too large (`payload_too_large`).", body = ErrorBody),
+        (status = 422, description = "The `Idempotency-Key` was used with another body \
+            (`idempotency_key_reused`).", body = ErrorBody),
+        (status = 429, description = "`MAX_QUEUED_JOBS` jobs are waiting (`queue_full`).", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+        (status = 503, description = "The job store is unavailable, validation stayed busy or too \
+            many requests are in flight.", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+    )
+)]
 async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
     request: ScriptRequest,
 ) -> Result<Response, ApiError> {
     let Submitted { id, created } = submit_job(&state, &headers, request).await?;
+    if created {
+        crate::metrics::job_submitted("jobs");
+    }
     let status = if created {
         "queued"
     } else {
@@ -215,7 +313,45 @@ async fn submit(
     Ok(accepted(id, status))
 }
 
-/// `POST /jobs/<id>/cancel` and `DELETE /jobs/<id>`.
+/// Cancel a job.
+///
+/// A queued job is cancelled at once; a running one too, and its worker kills the sandbox at
+/// its next heartbeat. Same as `DELETE /jobs/{id}`.
+#[utoipa::path(
+    post,
+    path = "/jobs/{id}/cancel",
+    tag = "jobs",
+    params(("id" = String, Path, format = Uuid, description = "The job's id.")),
+    responses(
+        (status = 200, description = "Cancelled; the job as it now is.", body = JobView),
+        (status = 400, description = "The id is not a UUID (`invalid_job_id`).", body = ErrorBody),
+        (status = 404, description = "No such job (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The job had already finished (`already_finished`).", body = ErrorBody),
+    )
+)]
+async fn cancel_job(state: State<AppState>, id: Path<String>) -> Result<Response, ApiError> {
+    cancel(state, id).await
+}
+
+/// Cancel a job.
+///
+/// Same as `POST /jobs/{id}/cancel`.
+#[utoipa::path(
+    delete,
+    path = "/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, format = Uuid, description = "The job's id.")),
+    responses(
+        (status = 200, description = "Cancelled; the job as it now is.", body = JobView),
+        (status = 400, description = "The id is not a UUID (`invalid_job_id`).", body = ErrorBody),
+        (status = 404, description = "No such job (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The job had already finished (`already_finished`).", body = ErrorBody),
+    )
+)]
+async fn delete_job(state: State<AppState>, id: Path<String>) -> Result<Response, ApiError> {
+    cancel(state, id).await
+}
+
 async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -239,10 +375,26 @@ async fn cancel(
     }
 }
 
-/// `GET /jobs/<id>`.
+/// Get a job.
 ///
 /// `?wait=<seconds>` (at most 30) long-polls: the answer comes when the job is finished or the
 /// wait ends, whichever is first.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}",
+    tag = "jobs",
+    params(
+        ("id" = String, Path, format = Uuid, description = "The job's id."),
+        ("wait" = Option<f64>, Query, minimum = 0, maximum = 30,
+            description = "Seconds to wait for the job to finish before answering (default 0)."),
+    ),
+    responses(
+        (status = 200, description = "The job.", body = JobView),
+        (status = 400, description = "The id is not a UUID (`invalid_job_id`) or `wait` is out \
+            of range (`invalid_request`).", body = ErrorBody),
+        (status = 404, description = "No such job (`not_found`).", body = ErrorBody),
+    )
+)]
 async fn job(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -263,6 +415,116 @@ async fn job(
             .ok_or(ApiError::JobNotFound(id))?;
     }
     Ok(Json(JobView::new(&job)).into_response())
+}
+
+/// Query of `GET /jobs`; every field is checked by [`list_query`] with a message naming it.
+#[derive(Debug, Default, Deserialize)]
+struct ListParams {
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Jobs per page of `GET /jobs` when the client names no `limit`, and the most it may ask for.
+const DEFAULT_PAGE: u32 = 20;
+const MAX_PAGE: u32 = 100;
+
+fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
+    let invalid = |field: &'static str, message: &str| ApiError::InvalidField {
+        field,
+        message: message.to_owned(),
+    };
+    let status = params
+        .status
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            JobStatus::parse(&s).ok_or_else(|| {
+                invalid(
+                    "status",
+                    "`status` must be one of queued, running, succeeded, failed, timed_out, cancelled",
+                )
+            })
+        })
+        .transpose()?;
+    let limit = match params.limit.filter(|s| !s.is_empty()) {
+        None => DEFAULT_PAGE,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| invalid("limit", "`limit` must be an integer from 1 to 100"))?,
+    };
+    let after = params
+        .cursor
+        .filter(|s| !s.is_empty())
+        .map(|c| {
+            c.parse::<ListCursor>().map_err(|()| {
+                invalid(
+                    "cursor",
+                    "`cursor` must be a `next_cursor` from an earlier `GET /jobs` answer",
+                )
+            })
+        })
+        .transpose()?;
+    Ok(ListQuery {
+        status,
+        after,
+        limit,
+    })
+}
+
+/// List jobs, newest first.
+///
+/// Keyset pagination: pass the previous page's `next_cursor` as `cursor` to get the next one.
+/// Entries hold a job's state and timings, not its script, result or output.
+#[utoipa::path(
+    get,
+    path = "/jobs",
+    tag = "jobs",
+    params(
+        ("status" = Option<String>, Query,
+            description = "Only jobs in this status: `queued`, `running`, `succeeded`, `failed`, \
+            `timed_out` or `cancelled`."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100,
+            description = "Jobs per page (default 20)."),
+        ("cursor" = Option<String>, Query,
+            description = "The `next_cursor` of the previous page (opaque)."),
+    ),
+    responses(
+        (status = 200, description = "One page of jobs; `next_cursor` is null on the last.",
+            body = JobPage),
+        (status = 400, description = "`status`, `limit` or `cursor` is invalid \
+            (`invalid_request`, naming `field`).", body = ErrorBody),
+    )
+)]
+async fn list(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::InvalidField {
+        field: "query",
+        message: format!("query string: {}", e.body_text()),
+    })?;
+    let query = list_query(params)?;
+    // One row more than the page tells whether another page follows.
+    let mut jobs = state
+        .store
+        .list(&ListQuery {
+            limit: query.limit + 1,
+            ..query
+        })
+        .await?;
+    let more = jobs.len() > query.limit as usize;
+    jobs.truncate(query.limit as usize);
+    let next_cursor = jobs
+        .last()
+        .filter(|_| more)
+        .map(|last| ListCursor::after(last).to_string());
+    let page = JobPage {
+        jobs: jobs.iter().map(JobSummaryView::new).collect(),
+        next_cursor,
+    };
+    Ok(Json(page).into_response())
 }
 
 /// Longest `?wait=` a client may ask for.
@@ -287,24 +549,57 @@ fn long_poll_wait(query: Option<&str>) -> Result<Duration, ApiError> {
         })
 }
 
-/// `POST /validate`: the checks `/execute` makes before queueing, without running anything.
+/// Check a script without running it.
+///
+/// The checks `/execute` makes before queueing: the same 400 and 413 answers, or which `main`
+/// the script defines.
+#[utoipa::path(
+    post,
+    path = "/validate",
+    tag = "scripts",
+    request_body = ScriptRequestBody,
+    responses(
+        (status = 200, description = "The script would be queued.", body = Validated),
+        (status = 400, description = "The request or the script is invalid.", body = ErrorBody),
+        (status = 413, description = "Script or body too large (`payload_too_large`).", body = ErrorBody),
+        (status = 503, description = "Validation capacity stayed busy (`busy`) or too many \
+            requests are in flight.", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+    )
+)]
 async fn validate(
     State(state): State<AppState>,
     request: ScriptRequest,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Validated>, ApiError> {
     let main = state.checker.check(request.script).await?;
-    Ok(Json(json!({ "ok": true, "main": main })))
+    Ok(Json(Validated { ok: true, main }))
 }
 
-/// `GET /health`: the process is up.
-async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// Liveness: the process is up.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "service",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = ServiceStatus)),
+)]
+async fn health() -> Json<ServiceStatus> {
+    Json(ServiceStatus { status: "ok" })
 }
 
-/// `GET /ready`: the store answers.
-async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Readiness: the job store answers.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "service",
+    responses(
+        (status = 200, description = "`{\"status\": \"ready\"}`", body = ServiceStatus),
+        (status = 503, description = "The job store is unavailable (`store_unavailable`).", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+    )
+)]
+async fn ready(State(state): State<AppState>) -> Result<Json<ServiceStatus>, ApiError> {
     state.store.ping().await?;
-    Ok(Json(json!({ "status": "ready" })))
+    Ok(Json(ServiceStatus { status: "ready" }))
 }
 
 async fn no_route(uri: Uri) -> ApiError {
@@ -332,6 +627,38 @@ mod tests {
         );
         for bad in ["wait=31", "wait=-1", "wait=soon", "wait="] {
             assert!(long_poll_wait(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    fn params(status: Option<&str>, limit: Option<&str>, cursor: Option<&str>) -> ListParams {
+        ListParams {
+            status: status.map(str::to_owned),
+            limit: limit.map(str::to_owned),
+            cursor: cursor.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn list_query_defaults_to_twenty_newest_of_any_status() {
+        let query = list_query(ListParams::default()).expect("valid");
+        assert_eq!(query.status, None);
+        assert_eq!(query.after, None);
+        assert_eq!(query.limit, DEFAULT_PAGE);
+    }
+
+    #[test]
+    fn list_query_rejects_each_bad_field_by_name() {
+        for (bad, field) in [
+            (params(Some("done"), None, None), "status"),
+            (params(None, Some("0"), None), "limit"),
+            (params(None, Some("101"), None), "limit"),
+            (params(None, Some("ten"), None), "limit"),
+            (params(None, None, Some("garbage")), "cursor"),
+        ] {
+            match list_query(bad) {
+                Err(ApiError::InvalidField { field: named, .. }) => assert_eq!(named, field),
+                other => panic!("expected invalid {field}, got {other:?}"),
+            }
         }
     }
 }

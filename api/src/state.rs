@@ -9,6 +9,7 @@ use shared::store::JobStore;
 use crate::checker::ScriptChecker;
 use crate::completions::Completions;
 use crate::config::RequestLimits;
+use crate::metrics::Exporter;
 
 /// Shared handler state; cheap to clone.
 #[derive(Clone)]
@@ -21,4 +22,5 @@ pub struct AppState {
     pub max_queued_jobs: u64,
     pub idempotency_window: Duration,
     pub cancel_on_disconnect: bool,
+    pub metrics: Arc<Exporter>,
 }

@@ -12,7 +12,7 @@ use rustpython_parser::text_size::{TextRange, TextSize};
 use rustpython_parser::{Mode, ParseError, ParseErrorType, StringKind, Tok};
 
 /// How the script declares its entry point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub enum MainKind {
     #[serde(rename = "def")]
     Def,

@@ -1,44 +1,167 @@
-//! The JSON shape of a job, as `GET /jobs/<id>` and `/execute` report it, and which HTTP
-//! status `/execute` answers for each way a job can end.
+//! The JSON shapes of answers (a job, as `GET /jobs/<id>` and `/execute` report it, and the
+//! small bodies of the other routes), and which HTTP status `/execute` answers for each way a
+//! job can end.
 
 use axum::http::StatusCode;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use shared::job::{ErrorKind, Job, JobStatus};
+use shared::job::{ErrorKind, Job, JobId, JobStatus, JobSummary};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
+
+use crate::validation::MainKind;
 
 /// A job as clients see it. Fields that do not apply yet are `null`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Job)]
 pub struct JobView<'a> {
+    #[schema(format = Uuid)]
     pub id: String,
     /// Stable failure code, set only on `/execute` answers for jobs that did not succeed.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = execute_code_schema)]
     pub code: Option<&'static str>,
+    #[schema(schema_with = job_status_schema)]
     pub status: &'static str,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime, required)]
     pub started_at: Option<String>,
+    #[schema(format = DateTime, required)]
     pub finished_at: Option<String>,
+    /// What `main()` returned, once the job succeeded.
+    #[schema(value_type = serde_json::Value, required)]
     pub result: Option<&'a RawValue>,
+    /// What the script printed, up to the output limit.
+    #[schema(required)]
     pub stdout: Option<&'a str>,
     pub stdout_truncated: bool,
+    #[schema(required)]
     pub stderr: Option<&'a str>,
     pub stderr_truncated: bool,
+    /// What went wrong, for people.
+    #[schema(required)]
     pub error: Option<&'a str>,
+    /// Why the job did not succeed; stable.
+    #[schema(schema_with = error_kind_schema, required)]
     pub error_kind: Option<&'static str>,
+    /// For a `syntax_error`, its 1-based line.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u32>,
+    /// For a `syntax_error`, its 1-based column.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub column: Option<u32>,
+    /// The code the script exited with (`exited`).
+    #[schema(required)]
     pub exit_code: Option<i32>,
+    /// The signal that killed the script, e.g. `SIGSEGV` (`killed`).
+    #[schema(required)]
     pub signal: Option<&'a str>,
+    /// Wall time in the sandbox.
+    #[schema(required)]
     pub duration_ms: Option<u64>,
+    /// CPU time, where the host can measure it.
+    #[schema(required)]
     pub cpu_ms: Option<u64>,
+    /// Peak memory, where the host can measure it.
+    #[schema(required)]
     pub peak_memory_bytes: Option<u64>,
+    /// The job's time limit, in seconds.
     pub timeout: f64,
+    /// The job's memory limit, in MiB.
     pub memory_mb: u32,
+    /// Runs so far: more than 1 when a worker was lost mid-run.
     pub attempt: u32,
+    /// The worker that ran (or runs) the job.
+    #[schema(required)]
     pub worker_id: Option<&'a str>,
+    /// The `x-request-id` of the request that created the job.
+    #[schema(required)]
+    pub request_id: Option<&'a str>,
 }
+
+/// A queued job: the answer of `POST /jobs`, and of `/execute` when the job did not finish in
+/// time.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    #[schema(format = Uuid)]
+    pub id: String,
+    #[schema(schema_with = job_status_schema)]
+    pub status: &'static str,
+    /// Where to follow the job: `/jobs/<id>`, as in the `Location` header.
+    pub location: String,
+}
+
+impl Accepted {
+    #[must_use]
+    pub fn new(id: JobId, status: &'static str) -> Self {
+        Self {
+            id: id.to_string(),
+            status,
+            location: format!("/jobs/{id}"),
+        }
+    }
+}
+
+/// The answer of `POST /validate` for a script that would be queued.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Validated {
+    /// Always `true`; a script that fails validation gets an error answer instead.
+    pub ok: bool,
+    pub main: MainKind,
+}
+
+/// The answer of `GET /health` and `GET /ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceStatus {
+    /// `ok` (`/health`) or `ready` (`/ready`).
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// A string schema that takes one of `values`, or also `null` when `nullable`.
+fn string_enum(values: Vec<&'static str>, nullable: bool) -> ObjectBuilder {
+    let schema_type = if nullable {
+        utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null])
+    } else {
+        Type::String.into()
+    };
+    let mut values: Vec<serde_json::Value> = values.into_iter().map(Into::into).collect();
+    if nullable {
+        values.push(serde_json::Value::Null);
+    }
+    ObjectBuilder::new()
+        .schema_type(schema_type)
+        .enum_values(Some(values))
+}
+
+/// `status` of a job: one of [`JobStatus::ALL`].
+pub(crate) fn job_status_schema() -> impl Into<RefOr<Schema>> {
+    string_enum(JobStatus::ALL.map(JobStatus::as_str).to_vec(), false).description(Some(
+        "Where the job is in its life; all but `queued` and `running` are final.",
+    ))
+}
+
+/// `error_kind` of a job: one of [`ErrorKind::ALL`], or `null`.
+fn error_kind_schema() -> impl Into<RefOr<Schema>> {
+    string_enum(ErrorKind::ALL.map(ErrorKind::as_str).to_vec(), true).description(Some(
+        "Why the job did not succeed; stable. `null` unless it failed.",
+    ))
+}
+
+/// `code` of an `/execute` answer: every code [`execute_status`] can give.
+fn execute_code_schema() -> impl Into<RefOr<Schema>> {
+    let mut codes: Vec<&'static str> = ErrorKind::ALL.map(ErrorKind::as_str).to_vec();
+    codes.push(FAILED_WITHOUT_KIND);
+    string_enum(codes, false).description(Some(
+        "Why an `/execute` job did not succeed; stable. Absent when it succeeded.",
+    ))
+}
+
+/// The `/execute` code of a failed job that carries no error kind.
+const FAILED_WITHOUT_KIND: &str = "failed";
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -74,8 +197,72 @@ impl<'a> JobView<'a> {
             memory_mb: job.limits.memory_mb,
             attempt: job.attempt,
             worker_id: job.worker_id.as_deref(),
+            request_id: job.request_id.as_deref(),
         }
     }
+}
+
+/// A job as `GET /jobs` lists it: state and timings, no script, result or output.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = JobSummary)]
+pub struct JobSummaryView<'a> {
+    #[schema(format = Uuid)]
+    pub id: String,
+    #[schema(schema_with = job_status_schema)]
+    pub status: &'static str,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime, required)]
+    pub started_at: Option<String>,
+    #[schema(format = DateTime, required)]
+    pub finished_at: Option<String>,
+    /// Why the job did not succeed; stable.
+    #[schema(schema_with = error_kind_schema, required)]
+    pub error_kind: Option<&'static str>,
+    /// Wall time in the sandbox.
+    #[schema(required)]
+    pub duration_ms: Option<u64>,
+    /// The job's time limit, in seconds.
+    pub timeout: f64,
+    /// The job's memory limit, in MiB.
+    pub memory_mb: u32,
+    /// Runs so far.
+    pub attempt: u32,
+    /// The worker that ran (or runs) the job.
+    #[schema(required)]
+    pub worker_id: Option<&'a str>,
+    /// The `x-request-id` of the request that created the job.
+    #[schema(required)]
+    pub request_id: Option<&'a str>,
+}
+
+impl<'a> JobSummaryView<'a> {
+    #[must_use]
+    pub fn new(job: &'a JobSummary) -> Self {
+        Self {
+            id: job.id.to_string(),
+            status: job.status.as_str(),
+            created_at: rfc3339(job.created_at),
+            started_at: job.started_at.map(rfc3339),
+            finished_at: job.finished_at.map(rfc3339),
+            error_kind: job.error_kind.map(ErrorKind::as_str),
+            duration_ms: job.wall_ms,
+            timeout: job.limits.timeout.as_secs_f64(),
+            memory_mb: job.limits.memory_mb,
+            attempt: job.attempt,
+            worker_id: job.worker_id.as_deref(),
+            request_id: job.request_id.as_deref(),
+        }
+    }
+}
+
+/// One page of `GET /jobs`; `next_cursor` is `null` on the last page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobPage<'a> {
+    pub jobs: Vec<JobSummaryView<'a>>,
+    /// Pass as `cursor` to get the next page.
+    #[schema(required)]
+    pub next_cursor: Option<String>,
 }
 
 /// The status `/execute` answers for a finished job, and the stable `code` it adds when the
@@ -94,7 +281,7 @@ pub fn execute_status(job: &Job) -> (StatusCode, Option<&'static str>) {
         }
         (_, Some(ErrorKind::WorkerLost)) => (StatusCode::SERVICE_UNAVAILABLE, Some("worker_lost")),
         (_, Some(kind)) => (StatusCode::UNPROCESSABLE_ENTITY, Some(kind.as_str())),
-        (_, None) => (StatusCode::UNPROCESSABLE_ENTITY, Some("failed")),
+        (_, None) => (StatusCode::UNPROCESSABLE_ENTITY, Some(FAILED_WITHOUT_KIND)),
     }
 }
 
@@ -128,6 +315,25 @@ mod tests {
             stdout: None,
             stderr: None,
             usage: Usage::default(),
+            request_id: None,
+        }
+    }
+
+    #[test]
+    fn every_execute_code_is_in_the_documented_enum() {
+        let schema = serde_json::to_value(execute_code_schema().into()).expect("serializes");
+        let documented = schema["enum"].as_array().expect("an enum");
+        let kinds = ErrorKind::ALL.map(Some).into_iter().chain([None]);
+        for (status, kind) in JobStatus::ALL
+            .into_iter()
+            .flat_map(|status| kinds.clone().map(move |kind| (status, kind)))
+        {
+            if let (_, Some(code)) = execute_status(&job(status, kind)) {
+                assert!(
+                    documented.contains(&serde_json::json!(code)),
+                    "{code} ({status:?}, {kind:?}) is not in {schema}"
+                );
+            }
         }
     }
 

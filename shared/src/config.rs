@@ -94,6 +94,10 @@ pub struct LogConfig {
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Which log lines are written: a `tracing` filter such as `warn` or `info,api=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
 }
 
 #[cfg(test)]

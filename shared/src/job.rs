@@ -55,6 +55,16 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// Every status, in life order.
+    pub const ALL: [Self; 6] = [
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::TimedOut,
+        Self::Cancelled,
+    ];
+
     /// The spelling used in the API and in the jobs table.
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -71,15 +81,7 @@ impl JobStatus {
     /// Parses the spelling returned by [`JobStatus::as_str`].
     #[must_use]
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "queued" => Self::Queued,
-            "running" => Self::Running,
-            "succeeded" => Self::Succeeded,
-            "failed" => Self::Failed,
-            "timed_out" => Self::TimedOut,
-            "cancelled" => Self::Cancelled,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
     }
 
     /// True once the job can no longer change.
@@ -120,6 +122,22 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind.
+    pub const ALL: [Self; 12] = [
+        Self::SyntaxError,
+        Self::MissingMain,
+        Self::Exception,
+        Self::ResultNotJson,
+        Self::Timeout,
+        Self::MemoryLimit,
+        Self::Killed,
+        Self::Exited,
+        Self::OutputLimit,
+        Self::WorkerLost,
+        Self::SandboxError,
+        Self::Cancelled,
+    ];
+
     /// The spelling used in the API and in the jobs table.
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -142,22 +160,7 @@ impl ErrorKind {
     /// Parses the spelling returned by [`ErrorKind::as_str`].
     #[must_use]
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::SyntaxError,
-            Self::MissingMain,
-            Self::Exception,
-            Self::ResultNotJson,
-            Self::Timeout,
-            Self::MemoryLimit,
-            Self::Killed,
-            Self::Exited,
-            Self::OutputLimit,
-            Self::WorkerLost,
-            Self::SandboxError,
-            Self::Cancelled,
-        ]
-        .into_iter()
-        .find(|kind| kind.as_str() == s)
+        Self::ALL.into_iter().find(|kind| kind.as_str() == s)
     }
 
     /// The terminal status a job with this error ends in.
@@ -189,6 +192,8 @@ pub struct NewJob {
     pub created_at: DateTime<Utc>,
     /// Set when the client sent an `Idempotency-Key`.
     pub idempotency: Option<Idempotency>,
+    /// The `x-request-id` of the request that created the job, for tying logs together.
+    pub request_id: Option<String>,
 }
 
 /// A client's idempotency key and what it was first used for.
@@ -232,8 +237,12 @@ pub struct Lease {
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
     pub lease: Lease,
+    /// When the job was queued (for the worker's queue-wait metric).
+    pub created_at: DateTime<Utc>,
     pub script: String,
     pub limits: Limits,
+    /// The `x-request-id` of the request that created the job, for its log lines.
+    pub request_id: Option<String>,
 }
 
 /// Captured output of one stream, capped by the worker.
@@ -305,6 +314,74 @@ pub struct Job {
     pub stdout: Option<Output>,
     pub stderr: Option<Output>,
     pub usage: Usage,
+    pub request_id: Option<String>,
+}
+
+/// A job as `GET /jobs` lists it: its state and timings, without script or output.
+#[derive(Debug, Clone)]
+pub struct JobSummary {
+    pub id: JobId,
+    pub status: JobStatus,
+    pub limits: Limits,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub worker_id: Option<String>,
+    pub attempt: u32,
+    pub error_kind: Option<ErrorKind>,
+    pub wall_ms: Option<u64>,
+    pub request_id: Option<String>,
+}
+
+/// A position in the newest-first order of jobs: listing continues with the jobs after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListCursor {
+    pub created_at: DateTime<Utc>,
+    pub id: JobId,
+}
+
+impl ListCursor {
+    /// The cursor that continues a listing after `job`.
+    #[must_use]
+    pub fn after(job: &JobSummary) -> Self {
+        Self {
+            created_at: job.created_at,
+            id: job.id,
+        }
+    }
+}
+
+/// Opaque to clients: microseconds since the epoch and the id, which both stores keep exactly.
+impl fmt::Display for ListCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}_{}",
+            self.created_at.timestamp_micros(),
+            self.id.0.simple()
+        )
+    }
+}
+
+impl FromStr for ListCursor {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (micros, id) = s.split_once('_').ok_or(())?;
+        let micros: i64 = micros.parse().map_err(|_| ())?;
+        Ok(Self {
+            created_at: DateTime::from_timestamp_micros(micros).ok_or(())?,
+            id: id.parse().map_err(|_| ())?,
+        })
+    }
+}
+
+/// Which jobs `GET /jobs` asks for: newest first, optionally of one status, after a cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListQuery {
+    pub status: Option<JobStatus>,
+    pub after: Option<ListCursor>,
+    pub limit: u32,
 }
 
 #[cfg(test)]
@@ -313,28 +390,38 @@ mod tests {
 
     #[test]
     fn status_spellings_round_trip() {
-        for status in [
-            JobStatus::Queued,
-            JobStatus::Running,
-            JobStatus::Succeeded,
-            JobStatus::Failed,
-            JobStatus::TimedOut,
-            JobStatus::Cancelled,
-        ] {
+        for status in JobStatus::ALL {
+            let json = serde_json::to_string(&status).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
             assert_eq!(JobStatus::parse(status.as_str()), Some(status));
         }
     }
 
     #[test]
     fn error_kind_spellings_match_serde() {
-        for kind in [
-            ErrorKind::SyntaxError,
-            ErrorKind::ResultNotJson,
-            ErrorKind::WorkerLost,
-        ] {
+        for kind in ErrorKind::ALL {
             let json = serde_json::to_string(&kind).expect("serializes");
             assert_eq!(json, format!("\"{}\"", kind.as_str()));
             assert_eq!(ErrorKind::parse(kind.as_str()), Some(kind));
+        }
+    }
+
+    #[test]
+    fn list_cursors_round_trip_and_reject_garbage() {
+        let cursor = ListCursor {
+            created_at: DateTime::from_timestamp_micros(1_790_000_000_123_456).expect("valid"),
+            id: JobId::new(),
+        };
+        assert_eq!(cursor.to_string().parse::<ListCursor>(), Ok(cursor));
+        for bad in [
+            "",
+            "x",
+            "12_",
+            "_abc",
+            "12_not-a-uuid",
+            "9999999999999999999_00",
+        ] {
+            assert!(bad.parse::<ListCursor>().is_err(), "{bad}");
         }
     }
 

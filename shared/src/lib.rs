@@ -1,7 +1,8 @@
-//! Pieces the `api` and `worker` binaries share: the job model, the job store, config and
-//! telemetry.
+//! Pieces the `api` and `worker` binaries share: the job model, the job store, config,
+//! telemetry and the metrics recorder.
 
 pub mod config;
 pub mod job;
+pub mod metrics;
 pub mod store;
 pub mod telemetry;

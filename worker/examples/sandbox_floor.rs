@@ -21,11 +21,13 @@ fn job(script: &str) -> ClaimedJob {
             worker_id: "bench".into(),
             attempt: 1,
         },
+        created_at: chrono::Utc::now(),
         script: script.into(),
         limits: Limits {
             timeout: Duration::from_secs(30),
             memory_mb: 512,
         },
+        request_id: None,
     }
 }
 

@@ -1,6 +1,8 @@
 //! Worker settings: where the queue is, how many jobs run at once, how sandboxes are built.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use shared::config::{LogConfig, StoreConfig};
@@ -55,6 +57,11 @@ pub struct WorkerConfig {
     /// How long running jobs may finish after SIGTERM/SIGINT before they are released.
     #[arg(long, env = "WORKER_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+
+    /// Where Prometheus metrics are served (`GET /metrics`), as host:port; `off` (or empty)
+    /// serves none.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9091")]
+    pub metrics_addr: MetricsAddr,
 }
 
 impl WorkerConfig {
@@ -85,6 +92,26 @@ impl WorkerConfig {
     #[must_use]
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_secs.max(1))
+    }
+}
+
+/// The metrics listener's address, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAddr {
+    Off,
+    Listen(SocketAddr),
+}
+
+impl FromStr for MetricsAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "" | "off" => Ok(Self::Off),
+            address => address.parse().map(Self::Listen).map_err(|_| {
+                format!("`{address}` is not host:port (e.g. 127.0.0.1:9091) or `off`")
+            }),
+        }
     }
 }
 
@@ -145,5 +172,30 @@ impl SandboxConfig {
     #[must_use]
     pub fn python(&self) -> PathBuf {
         self.python_runtime.join("bin").join("python3")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn metrics_are_served_on_loopback_unless_turned_off() {
+        let default = WorkerConfig::parse_from(["worker"]);
+        assert_eq!(
+            default.metrics_addr,
+            MetricsAddr::Listen(SocketAddr::from(([127, 0, 0, 1], 9091)))
+        );
+        for off in ["off", ""] {
+            let config = WorkerConfig::parse_from(["worker", "--metrics-addr", off]);
+            assert_eq!(config.metrics_addr, MetricsAddr::Off);
+        }
+        let any = WorkerConfig::parse_from(["worker", "--metrics-addr", "0.0.0.0:9100"]);
+        assert_eq!(
+            any.metrics_addr,
+            MetricsAddr::Listen(SocketAddr::from(([0, 0, 0, 0], 9100)))
+        );
+        assert!(WorkerConfig::try_parse_from(["worker", "--metrics-addr", "localhost"]).is_err());
     }
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use shared::store::{self, Schema};
 use tokio_util::sync::CancellationToken;
-use worker::config::{ExecutorKind, WorkerConfig};
+use worker::config::{ExecutorKind, MetricsAddr, WorkerConfig};
 use worker::noop::NoopExecutor;
 use worker::runner::{self, RunnerSettings};
 use worker::sandbox::{Executor, NsjailExecutor};
@@ -15,7 +15,22 @@ use worker::sandbox::{Executor, NsjailExecutor};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = WorkerConfig::parse();
-    shared::telemetry::init(config.log.log_format);
+    shared::telemetry::init(&config.log);
+
+    // Bound before anything else so a taken port stops the worker at once.
+    if let MetricsAddr::Listen(address) = config.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding the metrics listener on {address} (METRICS_ADDR)"))?;
+        let handle = worker::metrics::install();
+        let bound = listener.local_addr().unwrap_or(address);
+        tracing::info!(address = %bound, "metrics at /metrics");
+        tokio::spawn(async move {
+            if let Err(e) = worker::metrics::serve(listener, handle).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
 
     let executor: Arc<dyn Executor> = match config.executor {
         ExecutorKind::Nsjail => {

@@ -109,13 +109,18 @@ pub async fn run(
         };
         let idle = claimed.is_empty();
         for job in claimed {
+            crate::metrics::job_claimed(&job);
             let Some(slot) = slots.pop() else { break };
             running
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(job.lease.job_id, job.lease.clone());
-            let span =
-                tracing::info_span!("job", job_id = %job.lease.job_id, attempt = job.lease.attempt);
+            let span = tracing::info_span!(
+                "job",
+                job_id = %job.lease.job_id,
+                attempt = job.lease.attempt,
+                request_id = job.request_id.as_deref().unwrap_or("-"),
+            );
             tasks.spawn(run_job(job, slot, context.clone()).instrument(span));
         }
         for slot in slots {
@@ -156,7 +161,11 @@ async fn reap(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(jittered(every)) => {}
         }
-        match store.reap_expired(max_attempts).await {
+        match store
+            .reap_expired(max_attempts)
+            .await
+            .inspect(crate::metrics::jobs_reaped)
+        {
             Ok(reaped) if reaped.requeued + reaped.failed > 0 => tracing::warn!(
                 requeued = reaped.requeued,
                 failed = reaped.failed,
@@ -229,7 +238,11 @@ async fn run_job(job: ClaimedJob, slot: usize, context: JobContext) {
         free,
         finished,
     } = context;
-    tracing::info!("job started");
+    let queued_ms = (chrono::Utc::now() - job.created_at)
+        .num_milliseconds()
+        .max(0);
+    tracing::info!(queued_ms, "job started");
+    let run = crate::metrics::JobRun::start();
     let outcome = tokio::select! {
         outcome = executor.execute(&job, slot) => Some(outcome),
         lost = keep_lease(store.as_ref(), &job.lease, lease_for, heartbeat) => {
@@ -237,12 +250,14 @@ async fn run_job(job: ClaimedJob, slot: usize, context: JobContext) {
             None
         }
     };
+    run.ended(outcome.is_some());
     if let Some(outcome) = outcome {
         let (written, done) = oneshot::channel();
         let handed_over = finished
             .send(Finished {
                 lease: job.lease.clone(),
                 outcome,
+                span: tracing::Span::current(),
                 written,
             })
             .await;
@@ -281,10 +296,15 @@ async fn keep_lease(
 /// Largest number of outcomes written in one transaction.
 const MAX_WRITE_BATCH: usize = 1024;
 
+/// What the writer hands back per job: the span to log the write-back in, and the signal.
+type Reply = (tracing::Span, oneshot::Sender<()>);
+
 /// A finished job on its way to the store; `written` fires once it is handled.
 struct Finished {
     lease: Lease,
     outcome: Outcome,
+    /// The job's span, so the write-back is logged with its job and request ids.
+    span: tracing::Span,
     written: oneshot::Sender<()>,
 }
 
@@ -300,27 +320,35 @@ async fn write_back(store: Arc<dyn JobStore>, mut finished: mpsc::Receiver<Finis
                 Err(_) => break,
             }
         }
-        let (items, replies): (Vec<(Lease, Outcome)>, Vec<oneshot::Sender<()>>) = batch
+        let (items, replies): (Vec<(Lease, Outcome)>, Vec<Reply>) = batch
             .into_iter()
-            .map(|f| ((f.lease, f.outcome), f.written))
+            .map(|f| ((f.lease, f.outcome), (f.span, f.written)))
             .unzip();
-        write_batch(store.as_ref(), &items).await;
-        for reply in replies {
+        let spans: Vec<&tracing::Span> = replies.iter().map(|(span, _)| span).collect();
+        write_batch(store.as_ref(), &items, &spans).await;
+        for (_, reply) in replies {
             let _ = reply.send(());
         }
     }
 }
 
-async fn write_batch(store: &dyn JobStore, items: &[(Lease, Outcome)]) {
+async fn write_batch(store: &dyn JobStore, items: &[(Lease, Outcome)], spans: &[&tracing::Span]) {
     let mut backoff = Duration::from_millis(100);
     for attempt in 1..=30 {
         match store.finish_many(items).await {
             Ok(written) => {
-                for (lease, outcome) in items {
+                for ((lease, outcome), span) in items.iter().zip(spans) {
+                    let _entered = span.enter();
+                    crate::metrics::job_finished(outcome, written.contains(&lease.job_id));
                     if written.contains(&lease.job_id) {
-                        tracing::info!(job_id = %lease.job_id, status = outcome.status().as_str(), "job finished");
+                        tracing::info!(
+                            status = outcome.status().as_str(),
+                            error_kind = outcome.result.as_ref().err().map(|f| f.kind.as_str()),
+                            duration_ms = outcome.usage.wall_ms,
+                            "job finished"
+                        );
                     } else {
-                        tracing::warn!(job_id = %lease.job_id, "result discarded: the job was taken over or cancelled");
+                        tracing::warn!("result discarded: the job was taken over or cancelled");
                     }
                 }
                 return;

@@ -15,10 +15,11 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub database_url: String,
     pub backend: Backend,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     api: Child,
     workers: Vec<Child>,
     postgres_database: Option<String>,
+    capture_logs: bool,
 }
 
 /// Which store the processes run on.
@@ -94,6 +95,15 @@ impl Drop for TestApp {
     }
 }
 
+/// Sends the process's JSON log lines at `info` to `<dir>/<name>.log`.
+fn capture_logs(command: &mut Command, dir: &std::path::Path, name: &str) {
+    let file = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
+    command
+        .env("RUST_LOG", "info")
+        .env("LOG_FORMAT", "json")
+        .stderr(file);
+}
+
 /// The directory holding the built `api` and `worker` binaries.
 fn bin_dir() -> PathBuf {
     let api = PathBuf::from(env!("CARGO_BIN_EXE_api"));
@@ -107,7 +117,7 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
 }
@@ -142,6 +152,8 @@ pub struct Options {
     pub backend: Backend,
     pub api_env: Vec<(&'static str, String)>,
     pub worker_env: Vec<(&'static str, String)>,
+    /// Write every process's JSON logs at `info` to files that [`TestApp::logs`] reads.
+    pub capture_logs: bool,
 }
 
 impl Default for Options {
@@ -151,6 +163,7 @@ impl Default for Options {
             backend: Backend::from_env(),
             api_env: Vec::new(),
             worker_env: Vec::new(),
+            capture_logs: false,
         }
     }
 }
@@ -180,16 +193,20 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .envs(options.api_env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
         .kill_on_drop(true);
+    if options.capture_logs {
+        capture_logs(&mut api, dir.path(), "api");
+    }
     let api = api.spawn().expect("start api");
     let mut app = TestApp {
         base: format!("http://127.0.0.1:{port}"),
         client: reqwest::Client::new(),
         database_url,
         backend: options.backend,
-        _dir: dir,
+        dir,
         api,
         workers: Vec::new(),
         postgres_database,
+        capture_logs: options.capture_logs,
     };
     app.wait_until_ready().await;
     if options.with_worker {
@@ -230,9 +247,15 @@ impl TestApp {
             .env("WORKER_CONCURRENCY", "2")
             .env("SANDBOX_UID_BASE", uid_base.to_string())
             .env("RUST_LOG", "warn")
+            // Off unless a test asks for it: the default port would collide between tests.
+            .env("METRICS_ADDR", "off")
             .envs(extra_env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .kill_on_drop(true);
+        if self.capture_logs {
+            let name = format!("worker-{}", self.workers.len());
+            capture_logs(&mut worker, self.dir.path(), &name);
+        }
         self.workers.push(worker.spawn().expect("start worker"));
     }
 
@@ -311,6 +334,30 @@ impl TestApp {
             .await
             .expect("request sent");
         json_response(response).await
+    }
+
+    /// Every JSON log line written so far by the processes of an app started with
+    /// `capture_logs`, api first.
+    pub fn log_lines(&self) -> Vec<Value> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .expect("temp dir")
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .flat_map(|path| {
+                std::fs::read_to_string(path)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(|line| {
+                        serde_json::from_str(line)
+                            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"))
+                    })
+                    .collect::<Vec<Value>>()
+            })
+            .collect()
     }
 
     pub async fn job(&self, id: &str) -> (StatusCode, Value) {

@@ -244,3 +244,26 @@ async fn sigterm_to_the_api_answers_waiting_executes_with_202_and_exits_0() {
         .expect("Location header");
     assert!(location.starts_with("/jobs/"), "{location}");
 }
+
+#[tokio::test]
+async fn requests_past_the_in_flight_limit_are_shed_on_every_route() {
+    let app = spawn_app_with(Options {
+        api_env: vec![("MAX_CONCURRENT_REQUESTS", "1".into())],
+        ..Options::default()
+    })
+    .await;
+    let held = {
+        let request = app.post_request("/execute").json(
+            &json!({"script": "import time\ndef main():\n    time.sleep(1.5)\n    return 1\n"}),
+        );
+        tokio::spawn(async move { request.send().await.expect("sent").status() })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The limit is one for the whole server, not one per route.
+    let (status, body) = app.get("/health").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "overloaded", "{body}");
+    assert_eq!(held.await.expect("joined"), StatusCode::OK);
+    let (status, _) = app.get("/health").await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -1,5 +1,13 @@
 //! The jobs table behind one trait, so the API and workers never see which database holds it.
 
+/// The columns `GET /jobs` shows, the same on both backends; each adds its filter and order.
+macro_rules! list_sql {
+    () => {
+        "SELECT id, status, timeout_ms, memory_mb, created_at, started_at, finished_at, \
+             worker_id, attempt, error_kind, wall_ms, request_id FROM jobs "
+    };
+}
+
 mod decode;
 mod postgres;
 mod sqlite;
@@ -12,7 +20,10 @@ use tokio::sync::{broadcast, Notify};
 
 use chrono::{DateTime, Utc};
 
-use crate::job::{Cancelled, ClaimedJob, Enqueued, Job, JobId, JobStatus, Lease, NewJob, Outcome};
+use crate::job::{
+    Cancelled, ClaimedJob, Enqueued, Job, JobId, JobStatus, JobSummary, Lease, ListQuery, NewJob,
+    Outcome,
+};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -132,6 +143,11 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// The job with this id, if any.
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+
+    /// Up to `query.limit` jobs, newest first (by creation time, then id), of `query.status`
+    /// if given, strictly after `query.after` in that order. Served by an index seek, however
+    /// deep the page.
+    async fn list(&self, query: &ListQuery) -> Result<Vec<JobSummary>, StoreError>;
 
     /// Atomically moves up to `max` of the oldest queued jobs to `running` under `worker_id`,
     /// each with a lease valid for `lease_for` and its attempt counter incremented.

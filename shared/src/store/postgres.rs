@@ -18,7 +18,8 @@ use super::{
     CANCELLED_MESSAGE, WORKER_LOST_MESSAGE,
 };
 use crate::job::{
-    Cancelled, ClaimedJob, Enqueued, Job, JobId, JobStatus, Lease, Limits, NewJob, Outcome, Usage,
+    Cancelled, ClaimedJob, Enqueued, ErrorKind, Job, JobId, JobStatus, JobSummary, Lease, Limits,
+    ListQuery, NewJob, Outcome, Usage,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -214,6 +215,30 @@ fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
             exit_code: row.try_get("exit_code")?,
             signal: row.try_get("signal")?,
         },
+        request_id: row.try_get("request_id")?,
+    })
+}
+
+macro_rules! list_order {
+    () => {
+        "ORDER BY created_at DESC, id DESC LIMIT $4"
+    };
+}
+
+fn summary_from_row(row: &PgRow) -> Result<JobSummary, StoreError> {
+    let error_kind: Option<String> = row.try_get("error_kind")?;
+    Ok(JobSummary {
+        id: JobId(row.try_get("id")?),
+        status: decode::status(&row.try_get::<String, _>("status")?)?,
+        limits: limits_from_row(row)?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        worker_id: row.try_get("worker_id")?,
+        attempt: to_u32(row.try_get("attempt")?),
+        error_kind: error_kind.as_deref().and_then(ErrorKind::parse),
+        wall_ms: decode::unsigned(row.try_get("wall_ms")?),
+        request_id: row.try_get("request_id")?,
     })
 }
 
@@ -297,8 +322,8 @@ impl JobStore for PgStore {
         // the other finds the winner's row below.
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, status, script, timeout_ms, memory_mb, created_at, attempt, \
-                 idempotency_key, request_hash) \
-             VALUES ($1, 'queued', $2, $3, $4, $5, 0, $6, $7) \
+                 idempotency_key, request_hash, request_id) \
+             VALUES ($1, 'queued', $2, $3, $4, $5, 0, $6, $7, $8) \
              ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         )
         .bind(job.id.0)
@@ -308,6 +333,7 @@ impl JobStore for PgStore {
         .bind(job.created_at)
         .bind(idempotency.map(|i| i.key.as_str()))
         .bind(idempotency.map(|i| i.request_hash.as_str()))
+        .bind(job.request_id.as_deref())
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -389,6 +415,42 @@ impl JobStore for PgStore {
         row.as_ref().map(job_from_row).transpose()
     }
 
+    async fn list(&self, query: &ListQuery) -> Result<Vec<JobSummary>, StoreError> {
+        // One statement per filter shape, so each gets a plan that walks its index
+        // (jobs_newest_first, or jobs_by_status_newest_first with a status) from the cursor:
+        // no OFFSET, no scan of earlier pages.
+        let sql = match (query.status.is_some(), query.after.is_some()) {
+            (false, false) => concat!(
+                list_sql!(),
+                "WHERE $1::text IS NULL AND $2::timestamptz IS NULL AND $3::uuid IS NULL ",
+                list_order!()
+            ),
+            (true, false) => concat!(
+                list_sql!(),
+                "WHERE status = $1 AND $2::timestamptz IS NULL AND $3::uuid IS NULL ",
+                list_order!()
+            ),
+            (false, true) => concat!(
+                list_sql!(),
+                "WHERE $1::text IS NULL AND (created_at, id) < ($2, $3) ",
+                list_order!()
+            ),
+            (true, true) => concat!(
+                list_sql!(),
+                "WHERE status = $1 AND (created_at, id) < ($2, $3) ",
+                list_order!()
+            ),
+        };
+        let rows = sqlx::query(sql)
+            .bind(query.status.map(JobStatus::as_str))
+            .bind(query.after.map(|c| c.created_at))
+            .bind(query.after.map(|c| c.id.0))
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(summary_from_row).collect()
+    }
+
     async fn claim(
         &self,
         worker_id: &str,
@@ -407,7 +469,7 @@ impl JobStore for PgStore {
                  started_at = $2, lease_expires_at = $3 \
              WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' \
                           ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, script, timeout_ms, memory_mb, attempt, created_at",
+             RETURNING id, script, timeout_ms, memory_mb, attempt, created_at, request_id",
         )
         .bind(worker_id)
         .bind(Utc::now())
@@ -428,8 +490,10 @@ impl JobStore for PgStore {
                             worker_id: worker_id.to_owned(),
                             attempt: to_u32(row.try_get("attempt")?),
                         },
+                        created_at,
                         script: row.try_get("script")?,
                         limits: limits_from_row(row)?,
+                        request_id: row.try_get("request_id")?,
                     },
                 ))
             })

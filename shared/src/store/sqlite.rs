@@ -18,7 +18,8 @@ use super::{
     CANCELLED_MESSAGE, WORKER_LOST_MESSAGE,
 };
 use crate::job::{
-    Cancelled, ClaimedJob, Enqueued, Job, JobId, JobStatus, Lease, Limits, NewJob, Outcome, Usage,
+    Cancelled, ClaimedJob, Enqueued, ErrorKind, Job, JobId, JobStatus, JobSummary, Lease, Limits,
+    ListQuery, NewJob, Outcome, Usage,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -163,6 +164,31 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
                 .and_then(|c| i32::try_from(c).ok()),
             signal: row.try_get("signal")?,
         },
+        request_id: row.try_get("request_id")?,
+    })
+}
+
+macro_rules! list_order {
+    () => {
+        "ORDER BY created_at DESC, id DESC LIMIT ?4"
+    };
+}
+
+fn summary_from_row(row: &SqliteRow) -> Result<JobSummary, StoreError> {
+    let error_kind: Option<String> = row.try_get("error_kind")?;
+    let attempt: i64 = row.try_get("attempt")?;
+    Ok(JobSummary {
+        id: job_id_from_row(row)?,
+        status: decode::status(&row.try_get::<String, _>("status")?)?,
+        limits: limits_from_row(row)?,
+        created_at: parse_timestamp(&row.try_get::<String, _>("created_at")?)?,
+        started_at: parse_optional_timestamp(row, "started_at")?,
+        finished_at: parse_optional_timestamp(row, "finished_at")?,
+        worker_id: row.try_get("worker_id")?,
+        attempt: u32::try_from(attempt).unwrap_or(0),
+        error_kind: error_kind.as_deref().and_then(ErrorKind::parse),
+        wall_ms: decode::unsigned(row.try_get("wall_ms")?),
+        request_id: row.try_get("request_id")?,
     })
 }
 
@@ -185,8 +211,8 @@ impl JobStore for SqliteStore {
         }
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, status, script, timeout_ms, memory_mb, created_at, attempt, \
-                 idempotency_key, request_hash) \
-             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, 0, ?6, ?7) \
+                 idempotency_key, request_hash, request_id) \
+             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8) \
              ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         )
         .bind(job.id.to_string())
@@ -196,6 +222,7 @@ impl JobStore for SqliteStore {
         .bind(timestamp(job.created_at))
         .bind(idempotency.map(|i| i.key.as_str()))
         .bind(idempotency.map(|i| i.request_hash.as_str()))
+        .bind(job.request_id.as_deref())
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -268,6 +295,42 @@ impl JobStore for SqliteStore {
         row.as_ref().map(job_from_row).transpose()
     }
 
+    async fn list(&self, query: &ListQuery) -> Result<Vec<JobSummary>, StoreError> {
+        // One statement per filter shape, so each walks its index (jobs_newest_first, or
+        // jobs_by_status_newest_first with a status) from the cursor: no OFFSET, no scan of
+        // earlier pages.
+        let sql = match (query.status.is_some(), query.after.is_some()) {
+            (false, false) => concat!(
+                list_sql!(),
+                "WHERE ?1 IS NULL AND ?2 IS NULL AND ?3 IS NULL ",
+                list_order!()
+            ),
+            (true, false) => concat!(
+                list_sql!(),
+                "WHERE status = ?1 AND ?2 IS NULL AND ?3 IS NULL ",
+                list_order!()
+            ),
+            (false, true) => concat!(
+                list_sql!(),
+                "WHERE ?1 IS NULL AND (created_at, id) < (?2, ?3) ",
+                list_order!()
+            ),
+            (true, true) => concat!(
+                list_sql!(),
+                "WHERE status = ?1 AND (created_at, id) < (?2, ?3) ",
+                list_order!()
+            ),
+        };
+        let rows = sqlx::query(sql)
+            .bind(query.status.map(JobStatus::as_str))
+            .bind(query.after.map(|c| timestamp(c.created_at)))
+            .bind(query.after.map(|c| c.id.to_string()))
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(summary_from_row).collect()
+    }
+
     async fn claim(
         &self,
         worker_id: &str,
@@ -284,7 +347,7 @@ impl JobStore for SqliteStore {
                  started_at = ?2, lease_expires_at = ?3 \
              WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' \
                           ORDER BY created_at LIMIT ?4) \
-             RETURNING id, script, timeout_ms, memory_mb, attempt, created_at",
+             RETURNING id, script, timeout_ms, memory_mb, attempt, created_at, request_id",
         )
         .bind(worker_id)
         .bind(timestamp(Utc::now()))
@@ -297,23 +360,22 @@ impl JobStore for SqliteStore {
             .map(|row| {
                 let attempt: i64 = row.try_get("attempt")?;
                 let created_at: String = row.try_get("created_at")?;
-                Ok((
-                    created_at,
-                    ClaimedJob {
-                        lease: Lease {
-                            job_id: job_id_from_row(row)?,
-                            worker_id: worker_id.to_owned(),
-                            attempt: u32::try_from(attempt).unwrap_or(0),
-                        },
-                        script: row.try_get("script")?,
-                        limits: limits_from_row(row)?,
+                Ok(ClaimedJob {
+                    lease: Lease {
+                        job_id: job_id_from_row(row)?,
+                        worker_id: worker_id.to_owned(),
+                        attempt: u32::try_from(attempt).unwrap_or(0),
                     },
-                ))
+                    script: row.try_get("script")?,
+                    limits: limits_from_row(row)?,
+                    created_at: parse_timestamp(&created_at)?,
+                    request_id: row.try_get("request_id")?,
+                })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         // RETURNING gives no order guarantee; hand jobs out oldest first.
-        claimed.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(claimed.into_iter().map(|(_, job)| job).collect())
+        claimed.sort_by_key(|job| job.created_at);
+        Ok(claimed)
     }
 
     async fn heartbeat(&self, lease: &Lease, lease_for: Duration) -> Result<(), StoreError> {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::value::RawValue;
 use shared::job::{
-    Cancelled, Enqueued, ErrorKind, Failure, Idempotency, JobId, JobStatus, Lease, Limits, NewJob,
-    Outcome, Output, SourcePosition, Usage,
+    Cancelled, Enqueued, ErrorKind, Failure, Idempotency, JobId, JobStatus, Lease, Limits,
+    ListCursor, ListQuery, NewJob, Outcome, Output, SourcePosition, Usage,
 };
 use shared::store::{JobStore, Reaped, Schema, StoreError, StoreOptions};
 
@@ -26,6 +26,7 @@ fn new_job(script: &str) -> NewJob {
         },
         created_at: Utc::now(),
         idempotency: None,
+        request_id: None,
     }
 }
 
@@ -124,6 +125,12 @@ pub async fn claim_records_worker_attempt_and_lease(f: &Fixture) {
     assert_eq!(claimed.lease.attempt, 1);
     assert_eq!(claimed.script, job.script);
     assert_eq!(claimed.limits, job.limits);
+    assert!(
+        (claimed.created_at - job.created_at)
+            .num_milliseconds()
+            .abs()
+            < 1
+    );
     let stored = f.store.get(job.id).await.expect("get").expect("present");
     assert_eq!(stored.status, JobStatus::Running);
     assert_eq!(stored.worker_id.as_deref(), Some("worker-a"));
@@ -587,4 +594,110 @@ pub async fn worker_requiring_a_current_schema_refuses_an_unmigrated_database(f:
         panic!("an unmigrated database must be refused");
     };
     assert!(message.contains("start `api`"), "{message}");
+}
+
+/// Follows `next` cursors from the first page to the end, `limit` jobs at a time.
+async fn list_all(store: &dyn JobStore, status: Option<JobStatus>, limit: u32) -> Vec<JobId> {
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list(&ListQuery {
+                status,
+                after,
+                limit,
+            })
+            .await
+            .expect("list");
+        assert!(
+            page.len() <= limit as usize,
+            "a page holds at most `limit` jobs"
+        );
+        let Some(last) = page.last() else {
+            return seen;
+        };
+        after = Some(ListCursor::after(last));
+        seen.extend(page.iter().map(|job| job.id));
+    }
+}
+
+pub async fn list_pages_newest_first_without_gaps_or_repeats(f: &Fixture) {
+    let ids = enqueue_n(f.store.as_ref(), 5).await;
+    let newest_first: Vec<JobId> = ids.iter().rev().copied().collect();
+    assert_eq!(list_all(f.store.as_ref(), None, 2).await, newest_first);
+    assert_eq!(list_all(f.store.as_ref(), None, 100).await, newest_first);
+}
+
+pub async fn list_orders_jobs_created_at_the_same_instant_by_id(f: &Fixture) {
+    let created_at = Utc::now();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let job = NewJob {
+            created_at,
+            ..new_job("def main():\n    return 1\n")
+        };
+        f.store.enqueue(&job).await.expect("enqueue");
+        ids.push(job.id);
+    }
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(list_all(f.store.as_ref(), None, 1).await, ids);
+}
+
+pub async fn list_filters_by_status(f: &Fixture) {
+    let ids = enqueue_n(f.store.as_ref(), 4).await;
+    let batch = f.store.claim("w", 2, LEASE).await.expect("claim");
+    f.store
+        .finish(&batch[0].lease, &success("1"))
+        .await
+        .expect("finish");
+    let store = f.store.as_ref();
+    assert_eq!(
+        list_all(store, Some(JobStatus::Queued), 1).await,
+        vec![ids[3], ids[2]]
+    );
+    assert_eq!(
+        list_all(store, Some(JobStatus::Running), 1).await,
+        vec![ids[1]]
+    );
+    assert_eq!(
+        list_all(store, Some(JobStatus::Succeeded), 10).await,
+        vec![ids[0]]
+    );
+    assert!(list_all(store, Some(JobStatus::Failed), 10)
+        .await
+        .is_empty());
+    let listed = store
+        .list(&ListQuery {
+            status: Some(JobStatus::Succeeded),
+            after: None,
+            limit: 10,
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed[0].attempt, 1);
+    assert_eq!(listed[0].wall_ms, Some(12));
+    assert_eq!(listed[0].worker_id.as_deref(), Some("w"));
+    assert!(listed[0].finished_at.is_some());
+}
+
+pub async fn request_id_is_kept_with_the_job(f: &Fixture) {
+    let job = NewJob {
+        request_id: Some("req-42".into()),
+        ..new_job("def main():\n    return 1\n")
+    };
+    f.store.enqueue(&job).await.expect("enqueue");
+    let stored = f.store.get(job.id).await.expect("get").expect("present");
+    assert_eq!(stored.request_id.as_deref(), Some("req-42"));
+    let listed = f
+        .store
+        .list(&ListQuery {
+            status: None,
+            after: None,
+            limit: 1,
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed[0].request_id.as_deref(), Some("req-42"));
+    let claimed = f.store.claim("w", 1, LEASE).await.expect("claim");
+    assert_eq!(claimed[0].request_id.as_deref(), Some("req-42"));
 }

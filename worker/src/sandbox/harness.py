@@ -6,8 +6,11 @@ both variables are removed before the script runs. Exactly one JSON record is wr
 this harness once main() has returned or failed: the script's own stdout is never parsed.
 
 Record shapes:
-  {"ok": true, "result": <main()'s return value>}
-  {"ok": false, "kind": "<error kind>", "message": "...", "line": L?, "column": C?, "code": N?}
+  {"ok": true, "started_ns": T, "result": <main()'s return value>}
+  {"ok": false, "kind": "<error kind>", "message": "...", "line": L?, "column": C?, "code": N?,
+   "started_ns": T?}
+T is CLOCK_MONOTONIC in nanoseconds when the script's code began to run (absent when it never
+did), so the worker can tell how long the sandbox took to start.
 """
 
 import asyncio
@@ -16,12 +19,16 @@ import json
 import os
 import resource
 import sys
+import time
 import traceback
 import types
 
 SCRIPT_PATH = "/job/script.py"
 MODULE_NAME = "script"
 HARNESS_FILE = os.path.abspath(__file__)
+
+# Set just before the script's module code runs.
+script_started_ns = None
 
 
 def open_result_channel():
@@ -67,6 +74,8 @@ def send(fd, record):
 def failure(kind, message, **extra):
     record = {"ok": False, "kind": kind, "message": message}
     record.update(extra)
+    if script_started_ns is not None:
+        record["started_ns"] = script_started_ns
     return record
 
 
@@ -129,6 +138,7 @@ def encode_result(value):
 
 
 def run(source):
+    global script_started_ns
     try:
         code = compile(source, SCRIPT_PATH, "exec", dont_inherit=True)
     except SyntaxError as exc:
@@ -147,6 +157,7 @@ def run(source):
     module.__file__ = SCRIPT_PATH
     sys.modules[MODULE_NAME] = module
     try:
+        script_started_ns = time.monotonic_ns()
         exec(code, module.__dict__)
         main = module.__dict__.get("main")
         if not callable(main) or inspect.isclass(main):
@@ -169,7 +180,7 @@ def run(source):
     if problem is not None:
         return problem
     # Spliced in as text: the value was encoded once, exactly (big integers stay exact).
-    return '{"ok": true, "result": ' + text + "}"
+    return '{"ok": true, "started_ns": ' + str(script_started_ns) + ', "result": ' + text + "}"
 
 
 def main():

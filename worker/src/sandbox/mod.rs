@@ -124,11 +124,13 @@ impl NsjailExecutor {
                 worker_id: "self-test".to_owned(),
                 attempt: 1,
             },
+            created_at: chrono::Utc::now(),
             script: SELF_TEST.to_owned(),
             limits: Limits {
                 timeout: Duration::from_secs(30),
                 memory_mb: 256,
             },
+            request_id: None,
         };
         let outcome = self.execute(&job, 0).await;
         match outcome.result {
@@ -222,6 +224,7 @@ impl NsjailExecutor {
             }])
             .map_err(|e| SandboxError::Io(std::io::Error::other(e.to_string())))?;
 
+        let spawned_ns = monotonic_ns();
         let started = Instant::now();
         let mut child = command.spawn()?;
         // Our copy of the pipe's write end lives in `command`; drop it so the reader sees EOF
@@ -271,6 +274,13 @@ impl NsjailExecutor {
             (bytes, false) if bytes.is_empty() => Record::Missing,
             (bytes, false) => Record::Written(bytes),
         };
+        if let (Record::Written(bytes), Some(spawned), Some(now)) =
+            (&record, spawned_ns, monotonic_ns())
+        {
+            if let Some(took) = script_start_delay(bytes, spawned, now) {
+                crate::metrics::sandbox_started(took);
+            }
+        }
         let usage = cgroup.as_ref().map(JobCgroup::usage).unwrap_or_default();
         drop(cgroup);
         let nsjail_log = std::fs::read_to_string(&files.nsjail_log).unwrap_or_default();
@@ -326,6 +336,29 @@ impl Executor for NsjailExecutor {
             }
         }
     }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock the harness reports `started_ns` on, the same
+/// inside the jail (which has no time namespace).
+fn monotonic_ns() -> Option<u64> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
+    let secs = u64::try_from(now.tv_sec()).ok()?;
+    let nanos = u64::try_from(now.tv_nsec()).ok()?;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+/// How long after nsjail was spawned the script's code began to run, from the `started_ns`
+/// the harness puts in its record. The script can write to the record's pipe too, so a time
+/// outside the run is ignored.
+fn script_start_delay(record: &[u8], spawned_ns: u64, now_ns: u64) -> Option<Duration> {
+    #[derive(serde::Deserialize)]
+    struct Started {
+        started_ns: Option<u64>,
+    }
+    let started = serde_json::from_slice::<Started>(record).ok()?.started_ns?;
+    (spawned_ns..=now_ns)
+        .contains(&started)
+        .then(|| Duration::from_nanos(started - spawned_ns))
 }
 
 /// Judges what the self-test job returned.
@@ -569,6 +602,21 @@ mod tests {
         assert!(check_self_test(&x32).is_err_and(|e| e.contains("x32")));
         let broken = serde_json::json!({"json": null, "x32_getpid": -38});
         assert!(check_self_test(&broken).is_err());
+    }
+
+    #[test]
+    fn script_start_is_read_from_the_record_within_the_run() {
+        let record = br#"{"ok": true, "started_ns": 1500, "result": [1]}"#;
+        assert_eq!(
+            script_start_delay(record, 1000, 2000),
+            Some(Duration::from_nanos(500))
+        );
+        // Before the spawn or after the run: not the harness's clock reading.
+        assert_eq!(script_start_delay(record, 1600, 2000), None);
+        assert_eq!(script_start_delay(record, 1000, 1400), None);
+        let never_started = br#"{"ok": false, "kind": "syntax_error", "message": "x"}"#;
+        assert_eq!(script_start_delay(never_started, 1000, 2000), None);
+        assert_eq!(script_start_delay(b"not json", 1000, 2000), None);
     }
 
     #[test]

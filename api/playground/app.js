@@ -1,0 +1,786 @@
+// runbox playground: edit a script, run it (POST /execute) or queue it (POST /jobs), watch jobs.
+// Everything a script produces is untrusted: it only ever reaches the page through textContent.
+'use strict';
+
+(() => {
+  const EXAMPLES = {
+    hello: {
+      script: 'def main():\n    return {"message": "hello"}\n',
+    },
+    print: {
+      script: 'def main():\n    print("hello")\n    return 42\n',
+    },
+    numpy: {
+      script:
+        'import numpy as np\n\ndef main():\n    data = np.array([1.0, 2.0, 3.0, 4.0])\n' +
+        '    return {"mean": data.mean(), "std": data.std()}\n',
+    },
+    pandas: {
+      script:
+        'import pandas as pd\n\ndef main():\n    df = pd.DataFrame({"a": [1, 2, 3], "b": [4, 5, 6]})\n' +
+        '    return df.sum().to_dict()\n',
+    },
+    error: {
+      script:
+        'def parse(value):\n    return int(value)\n\ndef main():\n    print("parsing...")\n' +
+        '    return parse("forty-two")\n',
+    },
+    timeout: {
+      script:
+        'import time\n\ndef main():\n    print("sleeping for 5 s", flush=True)\n    time.sleep(5)\n' +
+        '    return "done"\n',
+      timeout: 2,
+    },
+  };
+  const DEFAULT_TIMEOUT = 10;
+  const DEFAULT_MEMORY = 256;
+  const LIST_LIMIT = 20;
+  const TERMINAL = new Set(['succeeded', 'failed', 'timed_out', 'cancelled']);
+  const STATUS_TEXT = {
+    200: 'OK', 202: 'Accepted', 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed',
+    408: 'Request Timeout', 409: 'Conflict', 413: 'Payload Too Large', 422: 'Unprocessable Content',
+    429: 'Too Many Requests', 500: 'Internal Server Error', 503: 'Service Unavailable',
+    504: 'Gateway Timeout',
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    example: $('example'), timeout: $('timeout'), memory: $('memory'),
+    run: $('run'), submit: $('submit'), code: $('code'),
+    gutterLines: $('gutter-lines'), errorLine: $('error-line'), errorCol: $('error-col'),
+    errorFlag: $('error-flag'), validation: $('validation'),
+    status: $('result-status'), http: $('result-http'), cancel: $('cancel'),
+    meta: $('result-meta'), resultId: $('result-id'), resultExtra: $('result-extra'),
+    highlight: $('highlight'),
+    duration: $('m-duration'), cpu: $('m-cpu'), peak: $('m-memory'), rtt: $('m-rtt'),
+    placeholder: $('result-placeholder'),
+    errorBlock: $('error-block'), errorKind: $('error-kind'), errorText: $('error-text'),
+    jsonBlock: $('json-block'), json: $('result-json'),
+    stdoutBlock: $('stdout-block'), stdout: $('stdout'), stdoutTrunc: $('stdout-trunc'),
+    stderrBlock: $('stderr-block'), stderr: $('stderr'), stderrTrunc: $('stderr-trunc'),
+    jobs: $('jobs'), jobsEmpty: $('jobs-empty'), jobsNotice: $('jobs-notice'),
+    jobsLocal: $('jobs-local'), jobsLive: $('jobs-live'), jobsLiveText: $('jobs-live-text'), jobsRefresh: $('jobs-refresh'),
+  };
+
+  // ---- HTTP -------------------------------------------------------------------------------
+
+  // Large integers in results are exact on the server; keep them exact on the page too where
+  // the browser can (JSON.rawJSON and the reviver's source text).
+  const lossless = typeof JSON.rawJSON === 'function';
+  function parseJson(text) {
+    if (!lossless) return JSON.parse(text);
+    return JSON.parse(text, (_key, value, context) =>
+      typeof value === 'number' && Number.isInteger(value) && !Number.isSafeInteger(value) &&
+      context && typeof context.source === 'string'
+        ? JSON.rawJSON(context.source)
+        : value);
+  }
+
+  /**
+   * A fresh `Idempotency-Key`. Chromium re-sends a request answered 408 on a reused
+   * connection (it takes that for an idle-connection timeout), and `/execute` answers 408
+   * when the script timed out: with the key, the re-sent request gets the same job back
+   * instead of running the script again.
+   */
+  function idempotencyKey() {
+    if (crypto.randomUUID) return crypto.randomUUID(); // secure contexts only
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  }
+
+  /** One request; never throws. `status` is 0 when the API could not be reached. */
+  async function api(method, path, body, signal, extraHeaders = {}) {
+    const started = performance.now();
+    const init = { method, headers: { accept: 'application/json', ...extraHeaders }, signal };
+    if (body !== undefined) {
+      init.headers['content-type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    try {
+      const response = await fetch(path, init);
+      const text = await response.text();
+      let json = null;
+      try {
+        json = text ? parseJson(text) : null;
+      } catch {
+        json = null;
+      }
+      return { status: response.status, json, text, ms: performance.now() - started };
+    } catch (error) {
+      if (error && error.name === 'AbortError') throw error;
+      return { status: 0, json: null, text: String(error), ms: performance.now() - started };
+    }
+  }
+
+  function requestBody() {
+    const body = { script: el.code.value };
+    const timeout = el.timeout.value.trim();
+    const memory = el.memory.value.trim();
+    if (timeout !== '') body.timeout = Number(timeout);
+    if (memory !== '') body.memory_mb = Number(memory);
+    return body;
+  }
+
+  // ---- Formatting -------------------------------------------------------------------------
+
+  function ms(value) {
+    if (value === null || value === undefined) return '–';
+    if (value < 1000) return `${Math.round(value)} ms`;
+    return `${(value / 1000).toFixed(value < 10000 ? 2 : 1)} s`;
+  }
+
+  function bytes(value) {
+    if (value === null || value === undefined) return '–';
+    if (value < 1024 * 1024) return `${(value / 1024).toFixed(0)} KiB`;
+    return `${(value / (1024 * 1024)).toFixed(1)} MiB`;
+  }
+
+  function clock(iso) {
+    const date = iso ? new Date(iso) : null;
+    if (!date || Number.isNaN(date.getTime())) return '';
+    return date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+  }
+
+  function httpLabel(status) {
+    return status ? `${status} ${STATUS_TEXT[status] || ''}`.trim() : 'no answer';
+  }
+
+  function setBadge(node, status) {
+    node.className = `badge badge-${status}`;
+    node.textContent = status.replace('_', ' ');
+  }
+
+  // ---- Result panel -----------------------------------------------------------------------
+
+  const panel = { jobId: null };
+
+  function clearResult() {
+    for (const block of [el.errorBlock, el.jsonBlock, el.stdoutBlock, el.stderrBlock]) block.hidden = true;
+    el.placeholder.hidden = true;
+    for (const node of [el.duration, el.cpu, el.peak, el.rtt]) node.textContent = '–';
+    el.http.textContent = '';
+    el.http.className = 'http';
+    el.meta.hidden = true;
+    el.resultId.textContent = '';
+    el.resultExtra.textContent = '';
+    el.cancel.hidden = true;
+  }
+
+  function showPending(label, what) {
+    clearResult();
+    panel.jobId = null;
+    setBadge(el.status, label);
+    el.http.textContent = what;
+  }
+
+  function showOutput(block, pre, trunc, text, truncated) {
+    const present = typeof text === 'string' && text.length > 0;
+    block.hidden = !present;
+    pre.textContent = present ? text : '';
+    trunc.hidden = !truncated;
+  }
+
+  /**
+   * Shows one answer: a job (from /execute or GET /jobs/<id>), an accepted job, or an error
+   * body. `request` names what was asked; `http` and `rtt` describe the answer.
+   */
+  function showAnswer({ request, http, rtt, body }) {
+    clearResult();
+    const isJob = body && typeof body === 'object' && typeof body.status === 'string' && typeof body.id === 'string';
+    el.http.textContent = `${request} → ${httpLabel(http)}`;
+    el.http.title = el.http.textContent;
+    el.http.className = http >= 200 && http < 300 ? 'http' : 'http bad';
+    el.rtt.textContent = rtt === undefined ? '–' : ms(rtt);
+    panel.jobId = isJob ? body.id : null;
+
+    if (!isJob) {
+      setBadge(el.status, http === 0 ? 'error' : 'rejected');
+      el.errorBlock.hidden = false;
+      const code = body && body.code ? body.code : (http ? `HTTP ${http}` : 'network');
+      el.errorKind.textContent = code;
+      el.errorText.textContent = errorMessage(body, http);
+      return;
+    }
+
+    setBadge(el.status, body.status);
+    el.meta.hidden = false;
+    el.resultId.textContent = body.id;
+    const extra = [];
+    if (typeof body.timeout === 'number') extra.push(`${body.timeout} s`);
+    if (typeof body.memory_mb === 'number') extra.push(`${body.memory_mb} MiB`);
+    if (body.attempt) extra.push(`attempt ${body.attempt}`);
+    if (body.worker_id) extra.push(`worker ${body.worker_id}`);
+    el.resultExtra.textContent = extra.join(' · ');
+    el.cancel.hidden = TERMINAL.has(body.status);
+    el.duration.textContent = ms(body.duration_ms);
+    el.cpu.textContent = ms(body.cpu_ms);
+    el.peak.textContent = bytes(body.peak_memory_bytes);
+
+    if (body.error || body.error_kind || body.code) {
+      el.errorBlock.hidden = false;
+      const kinds = [body.error_kind, body.code].filter((k, i, all) => k && all.indexOf(k) === i);
+      el.errorKind.textContent = kinds.join(' · ');
+      el.errorText.textContent = errorMessage(body, http);
+    }
+    if (body.status === 'succeeded') {
+      el.jsonBlock.hidden = false;
+      el.json.textContent = JSON.stringify(body.result, null, 2);
+    }
+    showOutput(el.stdoutBlock, el.stdout, el.stdoutTrunc, body.stdout, body.stdout_truncated);
+    showOutput(el.stderrBlock, el.stderr, el.stderrTrunc, body.stderr, body.stderr_truncated);
+    if (!TERMINAL.has(body.status)) {
+      el.placeholder.hidden = false;
+      el.placeholder.textContent = body.status === 'queued'
+        ? 'Queued: waiting for a worker…'
+        : 'Running in the sandbox…';
+    }
+  }
+
+  function errorMessage(body, http) {
+    if (!body || typeof body !== 'object') {
+      return http === 0 ? 'Could not reach the API.' : `The API answered ${httpLabel(http)}.`;
+    }
+    const parts = [body.error || `The job ended as ${body.status}.`];
+    if (body.line) parts.push(`at line ${body.line}${body.column ? `, column ${body.column}` : ''}`);
+    if (body.field) parts.push(`field: ${body.field}`);
+    if (body.exit_code !== null && body.exit_code !== undefined && body.status !== 'succeeded' && body.exit_code !== 0) {
+      parts.push(`exit code ${body.exit_code}`);
+    }
+    if (body.signal) parts.push(`signal ${body.signal}`);
+    return parts.join('\n');
+  }
+
+  // ---- Jobs: what this page knows, merged with the server's list --------------------------
+
+  const known = new Map(); // id -> job summary seen by this page (its own submissions first)
+  const list = { state: 'unknown', jobs: [], timer: null, inFlight: false };
+  const followed = new Set();
+  const RANK = { queued: 0, running: 1 };
+  const rank = (job) => (TERMINAL.has(job.status) ? 2 : RANK[job.status] ?? 0);
+
+  function remember(job) {
+    if (!job || typeof job.id !== 'string') return;
+    const old = known.get(job.id);
+    if (old && rank(old) > rank(job)) return;
+    known.set(job.id, { ...old, ...job });
+  }
+
+  function mergedJobs() {
+    const byId = new Map();
+    for (const job of list.jobs) byId.set(job.id, job);
+    const oldestListed = list.jobs.length >= LIST_LIMIT
+      ? list.jobs.reduce((min, job) => (job.created_at < min ? job.created_at : min), list.jobs[0].created_at)
+      : '';
+    for (const job of known.values()) {
+      const listed = byId.get(job.id);
+      if (listed) {
+        if (rank(job) > rank(listed)) byId.set(job.id, { ...listed, ...job });
+      } else if (list.state !== 'ok' || (job.created_at || '') >= oldestListed) {
+        byId.set(job.id, job);
+      }
+    }
+    return [...byId.values()]
+      .sort((a, b) => (b.created_at || '').localeCompare(a.created_at || ''))
+      .slice(0, list.state === 'ok' ? LIST_LIMIT : 50);
+  }
+
+  function jobRow(job) {
+    const item = document.createElement('li');
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'job';
+    button.dataset.testid = 'job-row';
+    button.dataset.jobId = job.id;
+    button.dataset.status = job.status;
+    button.title = `job ${job.id}`;
+    if (job.id === panel.jobId) button.setAttribute('aria-current', 'true');
+
+    const badge = document.createElement('span');
+    setBadge(badge, job.status);
+    badge.dataset.testid = 'job-status';
+
+    const main = document.createElement('span');
+    main.className = 'job-main';
+    const short = document.createElement('span');
+    short.className = 'job-short';
+    short.textContent = job.id.slice(0, 8);
+    main.append(short);
+    if (job.error_kind) {
+      const kind = document.createElement('span');
+      kind.className = 'job-kind';
+      kind.textContent = job.error_kind;
+      main.append(kind);
+    }
+
+    const when = document.createElement('span');
+    when.className = 'job-when';
+    when.textContent = clock(job.created_at);
+    const took = document.createElement('span');
+    took.className = 'job-took';
+    took.textContent = job.duration_ms === null || job.duration_ms === undefined ? '' : ms(job.duration_ms);
+
+    button.append(badge, main, when, took);
+    button.addEventListener('click', () => openJob(job.id));
+    item.append(button);
+    return item;
+  }
+
+  function renderJobs() {
+    const jobs = mergedJobs();
+    el.jobs.replaceChildren(...jobs.map(jobRow));
+    el.jobsEmpty.hidden = jobs.length > 0;
+    el.jobsLocal.hidden = list.state !== 'unavailable';
+    el.jobsNotice.hidden = list.state !== 'error';
+    el.jobsNotice.textContent = 'Could not load the job list; retrying.';
+    const busy = jobs.some((job) => !TERMINAL.has(job.status));
+    const live = { ok: busy ? 'fast' : 'slow', error: 'down' }[list.state] || '';
+    el.jobsLive.className = `live ${live}`;
+    el.jobsLiveText.textContent = { ok: busy ? 'live · 1 s' : 'live · 5 s', unavailable: 'this page', unknown: 'loading' }[list.state] || 'offline';
+    return busy;
+  }
+
+  async function refreshJobs() {
+    clearTimeout(list.timer);
+    if (list.inFlight) return;
+    list.inFlight = true;
+    const answer = await api('GET', `/jobs?limit=${LIST_LIMIT}`);
+    list.inFlight = false;
+    if (answer.status === 200 && answer.json && Array.isArray(answer.json.jobs)) {
+      list.state = 'ok';
+      list.jobs = answer.json.jobs.filter((job) => job && typeof job.id === 'string');
+    } else if (answer.status === 404 || answer.status === 405) {
+      list.state = 'unavailable';
+      list.jobs = [];
+    } else {
+      list.state = 'error';
+    }
+    const busy = renderJobs();
+    // Poll fast while something is moving; a server without the list is asked again rarely
+    // (the page follows its own jobs by long-polling them).
+    const delay = list.state === 'unavailable' ? 30000 : busy ? 1000 : 5000;
+    if (!document.hidden) list.timer = setTimeout(refreshJobs, delay);
+  }
+
+  document.addEventListener('visibilitychange', () => {
+    if (document.hidden) clearTimeout(list.timer);
+    else refreshJobs();
+  });
+
+  /** Long-polls one job until it finishes, keeping the list and the result panel current. */
+  async function follow(id) {
+    if (followed.has(id)) return;
+    followed.add(id);
+    let failures = 0;
+    try {
+      for (;;) {
+        const answer = await api('GET', `/jobs/${encodeURIComponent(id)}?wait=10`);
+        if (answer.status === 200 && answer.json) {
+          failures = 0;
+          remember(answer.json);
+          if (panel.jobId === id) {
+            showAnswer({ request: `GET /jobs/${id.slice(0, 8)}…`, http: answer.status, rtt: answer.ms, body: answer.json });
+          }
+          renderJobs();
+          if (TERMINAL.has(answer.json.status)) {
+            refreshJobs();
+            return;
+          }
+        } else if (answer.status === 404 || answer.status === 400) {
+          return;
+        } else {
+          failures += 1;
+          if (failures > 30) return;
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+        }
+      }
+    } finally {
+      followed.delete(id);
+    }
+  }
+
+  async function openJob(id) {
+    panel.jobId = id;
+    renderJobs();
+    const answer = await api('GET', `/jobs/${encodeURIComponent(id)}`);
+    if (panel.jobId !== id) return;
+    if (answer.status === 200 && answer.json) remember(answer.json);
+    showAnswer({ request: `GET /jobs/${id.slice(0, 8)}…`, http: answer.status, rtt: answer.ms, body: answer.json });
+    panel.jobId = id;
+    renderJobs();
+    if (answer.json && answer.json.status && !TERMINAL.has(answer.json.status)) follow(id);
+  }
+
+  // ---- Run, submit, cancel ----------------------------------------------------------------
+
+  let running = false;
+
+  function setBusy(button, busy, text) {
+    button.disabled = busy;
+    button.classList.toggle('busy', busy);
+    button.querySelector('.btn-text').textContent = text;
+  }
+
+  async function run() {
+    if (running) return;
+    running = true;
+    setBusy(el.run, true, 'Running…');
+    showPending('running', 'POST /execute');
+    el.placeholder.hidden = false;
+    el.placeholder.textContent = 'Running in the sandbox…';
+    try {
+      const answer = await api('POST', '/execute', requestBody(), undefined, { 'idempotency-key': idempotencyKey() });
+      const body = answer.json;
+      if (body && typeof body.id === 'string' && typeof body.status === 'string') {
+        remember({ created_at: new Date().toISOString(), ...body });
+      }
+      showAnswer({ request: 'POST /execute', http: answer.status, rtt: answer.ms, body });
+      if (answer.status === 202 && body && body.id) follow(body.id);
+      renderJobs();
+      refreshJobs();
+    } finally {
+      running = false;
+      setBusy(el.run, false, 'Run');
+    }
+  }
+
+  async function submit() {
+    setBusy(el.submit, true, 'Submitting…');
+    try {
+      const body = requestBody();
+      const answer = await api('POST', '/jobs', body, undefined, { 'idempotency-key': idempotencyKey() });
+      const accepted = answer.json;
+      if (answer.status === 202 && accepted && typeof accepted.id === 'string') {
+        const job = {
+          id: accepted.id,
+          status: accepted.status || 'queued',
+          created_at: new Date().toISOString(),
+          timeout: body.timeout,
+          memory_mb: body.memory_mb,
+        };
+        remember(job);
+        showAnswer({ request: 'POST /jobs', http: answer.status, rtt: answer.ms, body: job });
+        renderJobs();
+        follow(accepted.id);
+        refreshJobs();
+      } else {
+        showAnswer({ request: 'POST /jobs', http: answer.status, rtt: answer.ms, body: accepted });
+      }
+    } finally {
+      setBusy(el.submit, false, 'Submit job');
+    }
+  }
+
+  async function cancel() {
+    const id = panel.jobId;
+    if (!id) return;
+    el.cancel.disabled = true;
+    const answer = await api('POST', `/jobs/${encodeURIComponent(id)}/cancel`);
+    el.cancel.disabled = false;
+    if (answer.status === 200 && answer.json) remember(answer.json);
+    if (panel.jobId === id) {
+      showAnswer({ request: `POST /jobs/${id.slice(0, 8)}…/cancel`, http: answer.status, rtt: answer.ms, body: answer.json });
+    }
+    renderJobs();
+    refreshJobs();
+  }
+
+  // ---- Editor: gutter, error mark, keys ---------------------------------------------------
+
+  const metrics = { char: 0, line: 20, padX: 14, padY: 10 };
+  const mark = { line: 0, column: 0, message: '' };
+
+  function measure() {
+    const style = getComputedStyle(el.code);
+    metrics.line = parseFloat(style.lineHeight) || 20;
+    metrics.padX = parseFloat(style.paddingLeft) || 0;
+    metrics.padY = parseFloat(style.paddingTop) || 0;
+    const probe = document.createElement('span');
+    probe.style.cssText = `position:absolute;visibility:hidden;white-space:pre;font:${style.font}`;
+    probe.textContent = 'M'.repeat(100);
+    document.body.append(probe);
+    metrics.char = probe.getBoundingClientRect().width / 100 || 8;
+    probe.remove();
+  }
+
+  // A small Python highlighter for the layer under the (transparent) textarea text.
+  const KEYWORDS = new Set(('and as assert async await break class continue def del elif else except ' +
+    'finally for from global if import in is lambda nonlocal not or pass raise return try while with ' +
+    'yield match case').split(' '));
+  const CONSTANTS = new Set(['True', 'False', 'None']);
+  const BUILTINS = new Set(('abs all any bool bytes dict divmod enumerate filter float format frozenset ' +
+    'getattr hasattr hash int isinstance iter len list map max min next object open pow print range ' +
+    'repr reversed round set setattr sorted str sum super tuple type zip Exception ValueError ' +
+    'TypeError KeyError IndexError RuntimeError').split(' '));
+  const TOKEN = new RegExp([
+    /(#[^\n]*)/.source,
+    /((?:[rRbBuUfF]{1,2})?(?:'{3}[\s\S]*?(?:'{3}|$(?![\s\S]))|"{3}[\s\S]*?(?:"{3}|$(?![\s\S]))|'(?:\\.|[^'\\\n])*'?|"(?:\\.|[^"\\\n])*"?))/.source,
+    /(\b(?:0[xXoObB][\da-fA-F_]+|\d[\d_]*\.?[\d_]*(?:[eE][+-]?\d+)?j?|\.\d[\d_]*(?:[eE][+-]?\d+)?j?)\b)/.source,
+    /(@[A-Za-z_][\w.]*)/.source,
+    /([A-Za-z_]\w*)/.source,
+  ].join('|'), 'g');
+
+  function highlight() {
+    const text = el.code.value;
+    const nodes = [];
+    let last = 0;
+    let afterDef = false;
+    const push = (cls, value) => {
+      const span = document.createElement('span');
+      span.className = cls;
+      span.textContent = value;
+      nodes.push(span);
+    };
+    for (const match of text.matchAll(TOKEN)) {
+      if (match.index > last) nodes.push(document.createTextNode(text.slice(last, match.index)));
+      last = match.index + match[0].length;
+      const [token, comment, string, number, decorator, word] = match;
+      if (comment) push('tok-com', token);
+      else if (string) push('tok-str', token);
+      else if (number) push('tok-num', token);
+      else if (decorator) push('tok-deco', token);
+      else if (word) {
+        const attribute = text[match.index - 1] === '.';
+        if (afterDef) push('tok-fn', token);
+        else if (attribute) nodes.push(document.createTextNode(token));
+        else if (KEYWORDS.has(word)) push('tok-kw', token);
+        else if (CONSTANTS.has(word)) push('tok-const', token);
+        else if (word === 'self' || word === 'cls') push('tok-self', token);
+        else if (BUILTINS.has(word)) push('tok-builtin', token);
+        else nodes.push(document.createTextNode(token));
+        afterDef = word === 'def' || word === 'class';
+        continue;
+      } else nodes.push(document.createTextNode(token));
+      afterDef = false;
+    }
+    if (last < text.length) nodes.push(document.createTextNode(text.slice(last)));
+    // A trailing newline needs a line of its own to keep the layer as tall as the textarea.
+    nodes.push(document.createTextNode('\n'));
+    el.highlight.replaceChildren(...nodes);
+  }
+
+  let gutterCount = 0;
+  function renderGutter() {
+    const count = el.code.value.split('\n').length;
+    if (count !== gutterCount) {
+      const lines = [];
+      for (let i = 1; i <= count; i += 1) {
+        const line = document.createElement('div');
+        line.textContent = String(i);
+        lines.push(line);
+      }
+      el.gutterLines.replaceChildren(...lines);
+      gutterCount = count;
+    }
+    [...el.gutterLines.children].forEach((line, i) => {
+      line.classList.toggle('err', i + 1 === mark.line);
+      if (i + 1 === mark.line) line.dataset.testid = 'gutter-error';
+      else delete line.dataset.testid;
+    });
+    positionMark();
+  }
+
+  function positionMark() {
+    const { scrollTop, scrollLeft, clientWidth } = el.code;
+    el.gutterLines.style.transform = `translateY(${-scrollTop}px)`;
+    el.highlight.style.transform = `translate(${-scrollLeft}px, ${-scrollTop}px)`;
+    const shown = mark.line > 0;
+    el.errorLine.hidden = !shown;
+    el.errorCol.hidden = !shown || !mark.column;
+    el.errorFlag.hidden = !shown;
+    if (!shown) return;
+    const top = metrics.padY + (mark.line - 1) * metrics.line - scrollTop;
+    el.errorLine.style.top = `${top}px`;
+    el.errorCol.style.top = `${top}px`;
+    el.errorCol.style.left = `${metrics.padX + (mark.column - 1) * metrics.char - scrollLeft}px`;
+    el.errorCol.style.width = `${metrics.char}px`;
+
+    // The message goes after the end of the marked line, or under it when the line is long.
+    const text = el.code.value.split('\n')[mark.line - 1] || '';
+    let left = metrics.padX + (text.length + 3) * metrics.char - scrollLeft;
+    let flagTop = top;
+    if (clientWidth - left < 220) {
+      left = Math.max(metrics.padX, metrics.padX + (mark.column - 1) * metrics.char - scrollLeft);
+      left = Math.min(left, Math.max(metrics.padX, clientWidth - 260));
+      flagTop = top + metrics.line;
+    }
+    el.errorFlag.style.top = `${flagTop}px`;
+    el.errorFlag.style.left = `${left}px`;
+    el.errorFlag.style.maxWidth = `${Math.max(120, clientWidth - left - 12)}px`;
+    el.errorFlag.textContent = mark.message;
+  }
+
+  function setMark(line, column, message) {
+    mark.line = line;
+    mark.column = column;
+    mark.message = message;
+    el.code.setAttribute('aria-invalid', line ? 'true' : 'false');
+    renderGutter();
+  }
+
+  function insertText(text) {
+    // execCommand keeps the browser's undo history; setRangeText is the fallback.
+    if (!document.execCommand('insertText', false, text)) {
+      const { selectionStart, selectionEnd } = el.code;
+      el.code.setRangeText(text, selectionStart, selectionEnd, 'end');
+      el.code.dispatchEvent(new Event('input'));
+    }
+  }
+
+  /** Indents (or with `outdent` dedents) every line the selection touches by four spaces. */
+  function indentLines(outdent) {
+    const { value, selectionStart, selectionEnd } = el.code;
+    const start = value.lastIndexOf('\n', selectionStart - 1) + 1;
+    const endBreak = value.indexOf('\n', selectionEnd - (selectionEnd > selectionStart && value[selectionEnd - 1] === '\n' ? 1 : 0));
+    const end = endBreak === -1 ? value.length : endBreak;
+    const block = value.slice(start, end);
+    const changed = block
+      .split('\n')
+      .map((line) => (outdent ? line.replace(/^ {1,4}/, '') : `    ${line}`))
+      .join('\n');
+    if (changed === block) return;
+    el.code.setSelectionRange(start, end);
+    insertText(changed);
+    el.code.setSelectionRange(start, start + changed.length);
+  }
+
+  let tabEscapes = false; // after Escape, Tab leaves the editor (no keyboard trap)
+  el.code.addEventListener('keydown', (event) => {
+    const mod = event.ctrlKey || event.metaKey;
+    if (mod && event.key === 'Enter') {
+      event.preventDefault();
+      if (event.shiftKey) submit();
+      else run();
+      return;
+    }
+    if (event.key === 'Escape') {
+      tabEscapes = true;
+      return;
+    }
+    if (event.key === 'Tab' && !tabEscapes && !mod && !event.altKey) {
+      event.preventDefault();
+      const { value, selectionStart, selectionEnd } = el.code;
+      if (event.shiftKey || value.slice(selectionStart, selectionEnd).includes('\n')) {
+        indentLines(event.shiftKey);
+      } else {
+        const column = selectionStart - (value.lastIndexOf('\n', selectionStart - 1) + 1);
+        insertText(' '.repeat(4 - (column % 4)));
+      }
+      return;
+    }
+    tabEscapes = false;
+    if (event.key === 'Enter' && !mod && !event.shiftKey && !event.altKey) {
+      // Keep the indentation, and open a block after a colon.
+      const { value, selectionStart } = el.code;
+      const lineStart = value.lastIndexOf('\n', selectionStart - 1) + 1;
+      const before = value.slice(lineStart, selectionStart);
+      let indent = (before.match(/^ */) || [''])[0];
+      if (/:\s*(#.*)?$/.test(before)) indent += '    ';
+      event.preventDefault();
+      insertText(`\n${indent}`);
+    }
+  });
+
+  el.code.addEventListener('scroll', positionMark);
+  window.addEventListener('resize', positionMark);
+
+  // ---- Validation while typing ------------------------------------------------------------
+
+  const check = { timer: null, controller: null };
+
+  function setValidation(kind, text) {
+    el.validation.className = `validation ${kind}`;
+    el.validation.querySelector('.validation-text').textContent = text;
+    el.validation.title = text;
+  }
+
+  function markFields(field) {
+    el.timeout.classList.toggle('invalid', field === 'timeout');
+    el.memory.classList.toggle('invalid', field === 'memory_mb');
+    el.timeout.setAttribute('aria-invalid', String(field === 'timeout'));
+    el.memory.setAttribute('aria-invalid', String(field === 'memory_mb'));
+  }
+
+  function scheduleValidation() {
+    clearTimeout(check.timer);
+    check.timer = setTimeout(validate, 300);
+  }
+
+  async function validate() {
+    if (check.controller) check.controller.abort();
+    const controller = new AbortController();
+    check.controller = controller;
+    let answer;
+    try {
+      answer = await api('POST', '/validate', requestBody(), controller.signal);
+    } catch {
+      return; // superseded by a newer check
+    }
+    if (check.controller !== controller) return;
+    check.controller = null;
+    const body = answer.json;
+    if (answer.status === 200 && body && body.ok) {
+      setMark(0, 0, '');
+      markFields(null);
+      setValidation('ok', `Valid: ${body.main === 'async def' ? 'async def main()' : 'def main()'} found`);
+    } else if (body && body.error) {
+      const line = Number.isInteger(body.line) ? body.line : 0;
+      const column = Number.isInteger(body.column) ? body.column : 0;
+      const short = body.error.replace(/\s*\(line \d+, column \d+\)$/, '');
+      setMark(line, column, short);
+      markFields(body.field || null);
+      const where = line ? `Line ${line}${column ? `, column ${column}` : ''}: ` : '';
+      setValidation('bad', `${where}${short}`);
+    } else {
+      setMark(0, 0, '');
+      markFields(null);
+      setValidation('', answer.status ? `Could not check the script (${httpLabel(answer.status)})` : 'Could not reach the API to check the script');
+    }
+  }
+
+  // ---- Wiring -----------------------------------------------------------------------------
+
+  function loadExample(name) {
+    const example = EXAMPLES[name];
+    if (!example) return;
+    el.code.value = example.script;
+    el.timeout.value = String(example.timeout ?? DEFAULT_TIMEOUT);
+    el.memory.value = String(example.memory_mb ?? DEFAULT_MEMORY);
+    el.code.scrollTop = 0;
+    highlight();
+    setMark(0, 0, '');
+    validate();
+  }
+
+  el.code.addEventListener('input', () => {
+    highlight();
+    renderGutter();
+    scheduleValidation();
+  });
+  el.timeout.addEventListener('input', scheduleValidation);
+  el.memory.addEventListener('input', scheduleValidation);
+  el.example.addEventListener('change', () => loadExample(el.example.value));
+  el.run.addEventListener('click', run);
+  el.submit.addEventListener('click', submit);
+  el.cancel.addEventListener('click', cancel);
+  el.jobsRefresh.addEventListener('click', refreshJobs);
+  for (const input of [el.timeout, el.memory]) {
+    input.addEventListener('keydown', (event) => {
+      if ((event.ctrlKey || event.metaKey) && event.key === 'Enter') {
+        event.preventDefault();
+        if (event.shiftKey) submit();
+        else run();
+      }
+    });
+  }
+
+  measure();
+  if (document.fonts && document.fonts.ready) {
+    document.fonts.ready.then(() => {
+      measure();
+      positionMark();
+    });
+  }
+  loadExample(el.example.value);
+  el.placeholder.hidden = false;
+  refreshJobs();
+})();

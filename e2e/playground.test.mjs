@@ -1,0 +1,202 @@
+// The playground page in headless Chromium against a real API and worker (see scripts/e2e.sh).
+// Steps run in order on one page; each leaves a screenshot in E2E_ARTIFACTS.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const BASE_URL = process.env.RUNBOX_URL ?? 'http://127.0.0.1:8080';
+const ARTIFACTS = resolve(process.env.E2E_ARTIFACTS ?? 'artifacts');
+const DOCS_SCREENSHOT = process.env.E2E_DOCS_SCREENSHOT ?? '';
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const VIEWPORT = { width: 1366, height: 768 };
+
+let browser;
+let page;
+const problems = [];
+let shot = 0;
+
+async function screenshot(name) {
+  shot += 1;
+  const path = join(ARTIFACTS, `${String(shot).padStart(2, '0')}-${name}.png`);
+  await page.screenshot({ path });
+  return path;
+}
+
+// A 4xx from the API is an answer the page shows (a syntax error, the job list missing on an
+// older server), but Chromium still logs it as a failed resource load; anything else counts.
+function expectedApiAnswer(message) {
+  if (!/status of 4\d\d/.test(message.text())) return false;
+  try {
+    const { pathname } = new URL(message.location().url);
+    return /^\/(validate|execute|jobs)(\/|$)/.test(pathname);
+  } catch {
+    return false;
+  }
+}
+
+const testid = (id) => page.getByTestId(id);
+
+async function waitForText(locator, pattern, timeout = 30_000) {
+  await locator.filter({ hasText: pattern }).first().waitFor({ timeout });
+}
+
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+  const context = await browser.newContext({ viewport: VIEWPORT, locale: 'en-GB', timezoneId: 'UTC' });
+  page = await context.newPage();
+  page.on('console', (message) => {
+    if (message.type() === 'error' && !expectedApiAnswer(message)) {
+      problems.push(`console: ${message.text()} (${message.location().url})`);
+    }
+  });
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+test('the page opens with an editor, examples and a valid script', async () => {
+  const response = await page.goto(`${BASE_URL}/`);
+  assert.equal(response.status(), 200);
+  assert.match(response.headers()['content-type'], /^text\/html/);
+  assert.equal(await page.title(), 'runbox playground');
+
+  const options = await testid('example-select').locator('option').allTextContents();
+  assert.deepEqual(options, ['hello', 'print', 'numpy', 'pandas', 'error', 'timeout']);
+  assert.match(await testid('code').inputValue(), /def main\(\):/);
+  await waitForText(testid('validation'), /Valid/);
+  assert.equal(await testid('link-docs').getAttribute('href'), '/docs');
+  assert.equal(await testid('link-openapi').getAttribute('href'), '/openapi.json');
+
+  for (const viewport of [VIEWPORT, { width: 1440, height: 900 }]) {
+    await page.setViewportSize(viewport);
+    const overflow = await page.evaluate(() => ({
+      x: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+      y: document.documentElement.scrollHeight - document.documentElement.clientHeight,
+    }));
+    assert.deepEqual(overflow, { x: 0, y: 0 }, `page scrolls at ${viewport.width}x${viewport.height}`);
+    await screenshot(`open-${viewport.width}x${viewport.height}`);
+  }
+  await page.setViewportSize(VIEWPORT);
+});
+
+test('the pandas example runs and shows its result', async () => {
+  await testid('example-select').selectOption('pandas');
+  assert.match(await testid('code').inputValue(), /import pandas as pd/);
+  await testid('run-button').click();
+  await waitForText(testid('result-status'), /^succeeded$/, 60_000);
+
+  const result = JSON.parse(await testid('result-json').textContent());
+  assert.deepEqual(result, { a: 6, b: 15 });
+  assert.match(await testid('result-http').textContent(), /^POST \/execute → 200 OK$/);
+  assert.match(await testid('duration').textContent(), /\d+ (ms|s)$/);
+  assert.match(await testid('round-trip').textContent(), /\d+ (ms|s)$/);
+  assert.equal(await testid('error-block').isVisible(), false);
+  await screenshot('pandas-result');
+});
+
+test('a failing script shows its error and traceback', async () => {
+  await testid('example-select').selectOption('error');
+  await testid('run-button').click();
+  await waitForText(testid('result-status'), /^failed$/, 60_000);
+  assert.match(await testid('result-http').textContent(), /^POST \/execute → 422 /);
+  assert.match(await testid('error-kind').textContent(), /exception/);
+  assert.match(await testid('error-text').textContent(), /ValueError/);
+  assert.match(await testid('stdout').textContent(), /parsing/);
+  await screenshot('error-result');
+});
+
+test('a script past its timeout is stopped', async () => {
+  await testid('example-select').selectOption('timeout');
+  assert.equal(await testid('timeout-input').inputValue(), '2');
+  const [request] = await Promise.all([
+    page.waitForRequest((r) => r.method() === 'POST' && new URL(r.url()).pathname === '/execute'),
+    testid('run-button').click(),
+  ]);
+  // Chromium re-sends a request answered 408 on a reused connection; the key makes the
+  // re-sent request return the same job instead of running the script a second time.
+  assert.match(request.headers()['idempotency-key'] ?? '', /^[0-9a-f-]{32,36}$/);
+  await waitForText(testid('result-status'), /^timed out$/, 60_000);
+  assert.match(await testid('result-http').textContent(), /^POST \/execute → 408 /);
+  assert.match(await testid('error-kind').textContent(), /timeout/);
+  await screenshot('timeout-result');
+});
+
+test('a syntax error is marked on its line while typing, and cleared when fixed', async () => {
+  const code = testid('code');
+  await code.click();
+  await page.keyboard.press('Control+A');
+  await page.keyboard.press('Delete');
+  // The editor indents after the colon by itself.
+  await page.keyboard.type('def main():\n');
+  await page.keyboard.type('total = 1 +\n');
+  await page.keyboard.type('return total');
+  assert.equal(await code.inputValue(), 'def main():\n    total = 1 +\n    return total');
+
+  await waitForText(testid('validation'), /Line 2/);
+  assert.equal(await testid('gutter-error').textContent(), '2');
+  assert.equal(await testid('error-line').isVisible(), true);
+  assert.match(await testid('error-flag').textContent(), /SyntaxError/);
+  assert.match(await testid('validation').textContent(), /SyntaxError/);
+  assert.equal(await code.getAttribute('aria-invalid'), 'true');
+  await screenshot('syntax-error');
+
+  // Fix line 2: the mark goes away.
+  await page.keyboard.press('ArrowUp');
+  await page.keyboard.press('End');
+  await page.keyboard.type(' 2');
+  await waitForText(testid('validation'), /Valid/);
+  assert.equal(await testid('gutter-error').count(), 0);
+  assert.equal(await testid('error-line').isVisible(), false);
+});
+
+test('a job submitted with hello reaches succeeded in the job list', async () => {
+  await testid('example-select').selectOption('hello');
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname === '/jobs'),
+    testid('submit-button').click(),
+  ]);
+  assert.equal(response.status(), 202);
+  const { id } = await response.json();
+  assert.match(id, /^[0-9a-f-]{36}$/);
+  await waitForText(testid('result-id'), id);
+
+  const row = testid('jobs-list').locator(`[data-testid="job-row"][data-job-id="${id}"]`);
+  await row.waitFor({ timeout: 10_000 });
+  await testid('jobs-list')
+    .locator(`[data-testid="job-row"][data-job-id="${id}"][data-status="succeeded"]`)
+    .waitFor({ timeout: 60_000 });
+  assert.match(await row.getByTestId('job-status').textContent(), /succeeded/);
+  // The result panel followed the job it submitted.
+  await waitForText(testid('result-status'), /^succeeded$/);
+  assert.deepEqual(JSON.parse(await testid('result-json').textContent()), { message: 'hello' });
+  await screenshot('async-job');
+});
+
+test('clicking a job in the list loads its outcome', async () => {
+  const failed = testid('jobs-list').locator('[data-testid="job-row"][data-status="failed"]').first();
+  await failed.click();
+  await waitForText(testid('result-status'), /^failed$/);
+  assert.match(await testid('result-http').textContent(), /^GET \/jobs\/[0-9a-f]{8}… → 200 OK$/);
+  assert.match(await testid('error-text').textContent(), /ValueError/);
+  assert.equal(await failed.getAttribute('aria-current'), 'true');
+
+  // The view the README shows: the pandas example and its job's outcome.
+  await testid('example-select').selectOption('pandas');
+  await waitForText(testid('validation'), /Valid/);
+  const pandas = testid('jobs-list').locator('[data-testid="job-row"][data-status="succeeded"]').last();
+  await pandas.click();
+  await waitForText(testid('result-json'), /"a": 6/);
+  await page.mouse.move(0, 0);
+  await screenshot('job-from-list');
+  if (DOCS_SCREENSHOT) await page.screenshot({ path: DOCS_SCREENSHOT });
+});
+
+test('the page logged no errors', () => {
+  assert.deepEqual(problems, []);
+});

@@ -1,0 +1,195 @@
+//! The worker's Prometheus metrics: jobs claimed, running and finished, queue wait, run and
+//! sandbox start-up times, lost leases and reaped jobs, served at `GET /metrics` on
+//! `METRICS_ADDR`.
+
+use std::time::{Duration, Instant};
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use chrono::Utc;
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use shared::job::{ClaimedJob, Outcome};
+use shared::metrics::Buckets;
+use shared::store::Reaped;
+use tokio::net::TcpListener;
+
+const JOBS_CLAIMED: &str = "runbox_jobs_claimed_total";
+const JOBS_RUNNING: &str = "runbox_jobs_running";
+const JOBS_FINISHED: &str = "runbox_jobs_finished_total";
+const RESULTS_DISCARDED: &str = "runbox_results_discarded_total";
+const QUEUE_WAIT: &str = "runbox_job_queue_wait_seconds";
+const RUN_DURATION: &str = "runbox_job_run_seconds";
+const SANDBOX_START: &str = "runbox_sandbox_start_seconds";
+const LEASES_LOST: &str = "runbox_leases_lost_total";
+const JOBS_REAPED: &str = "runbox_jobs_reaped_total";
+
+/// From an idle queue (a few ms) to a long backlog.
+const QUEUE_WAIT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
+/// A trivial script takes about 0.1 s in the sandbox, one importing pandas about 0.4 s; the
+/// longest timeout is 60 s (plus teardown).
+const RUN_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 90.0,
+];
+
+/// Normally 50 to 100 ms; more on a loaded host.
+const SANDBOX_START_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5,
+];
+
+const HISTOGRAMS: &[Buckets] = &[
+    (QUEUE_WAIT, QUEUE_WAIT_BUCKETS),
+    (RUN_DURATION, RUN_BUCKETS),
+    (SANDBOX_START, SANDBOX_START_BUCKETS),
+];
+
+/// Installs the recorder (once per process) and describes every metric of the worker.
+pub fn install() -> PrometheusHandle {
+    let handle = shared::metrics::install(HISTOGRAMS);
+    describe_counter!(JOBS_CLAIMED, "Jobs this worker claimed from the queue.");
+    describe_gauge!(JOBS_RUNNING, "Jobs this worker is running now.");
+    describe_counter!(
+        JOBS_FINISHED,
+        "Jobs this worker ran to an outcome and wrote back, by status and error_kind \
+         (`none` when the job succeeded)."
+    );
+    describe_counter!(
+        RESULTS_DISCARDED,
+        "Outcomes this worker could not write back because the job had been cancelled or \
+         taken over by the reaper meanwhile."
+    );
+    describe_histogram!(
+        QUEUE_WAIT,
+        Unit::Seconds,
+        "Time a job waited in the queue: the worker's clock when it claimed the job minus \
+         the job's created_at (set by the API)."
+    );
+    describe_histogram!(
+        RUN_DURATION,
+        Unit::Seconds,
+        "Wall time of running one job on the executor, sandbox set-up and teardown included."
+    );
+    describe_histogram!(
+        SANDBOX_START,
+        Unit::Seconds,
+        "Time from spawning nsjail until the harness starts the script's code (namespaces, \
+         mounts, cgroup, Python start-up, compiling the script); jobs whose script never \
+         starts (syntax errors, broken sandboxes) are not counted."
+    );
+    describe_counter!(
+        LEASES_LOST,
+        "Running jobs this worker stopped because their lease was lost: cancelled by a \
+         client, or reaped after the worker could not renew it."
+    );
+    describe_counter!(
+        JOBS_REAPED,
+        "Jobs whose worker stopped renewing its lease, reaped by this worker: `requeued` for \
+         another attempt or `failed` with worker_lost."
+    );
+    handle
+}
+
+/// Serves `GET /metrics` on `listener` until the process ends.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve(listener: TcpListener, handle: PrometheusHandle) -> std::io::Result<()> {
+    let app = Router::new().route(
+        "/metrics",
+        get(move || async move {
+            (
+                [(header::CONTENT_TYPE, shared::metrics::CONTENT_TYPE)],
+                handle.render(),
+            )
+                .into_response()
+        }),
+    );
+    axum::serve(listener, app).await
+}
+
+/// Counts a claimed job and records how long it waited in the queue.
+pub fn job_claimed(job: &ClaimedJob) {
+    counter!(JOBS_CLAIMED).increment(1);
+    // Across machines the two clocks may disagree; a negative wait is recorded as zero.
+    let waited = (Utc::now() - job.created_at)
+        .to_std()
+        .unwrap_or(Duration::ZERO);
+    histogram!(QUEUE_WAIT).record(waited);
+}
+
+/// One job on the executor: counted as running from `start` until dropped (a task aborted at
+/// shutdown included).
+pub struct JobRun {
+    started: Instant,
+}
+
+impl JobRun {
+    #[must_use]
+    pub fn start() -> Self {
+        gauge!(JOBS_RUNNING).increment(1.0);
+        Self {
+            started: Instant::now(),
+        }
+    }
+
+    /// The run ended with an outcome (its time is recorded), or without one because the
+    /// lease was lost.
+    pub fn ended(self, with_outcome: bool) {
+        if with_outcome {
+            histogram!(RUN_DURATION).record(self.started.elapsed());
+        } else {
+            counter!(LEASES_LOST).increment(1);
+        }
+    }
+}
+
+impl Drop for JobRun {
+    fn drop(&mut self) {
+        gauge!(JOBS_RUNNING).decrement(1.0);
+    }
+}
+
+/// Counts an outcome by whether the store took it.
+pub fn job_finished(outcome: &Outcome, written: bool) {
+    if written {
+        let error_kind = match &outcome.result {
+            Ok(_) => "none",
+            Err(failure) => failure.kind.as_str(),
+        };
+        counter!(JOBS_FINISHED, "status" => outcome.status().as_str(), "error_kind" => error_kind)
+            .increment(1);
+    } else {
+        counter!(RESULTS_DISCARDED).increment(1);
+    }
+}
+
+/// Counts what one reaper pass did.
+pub fn jobs_reaped(reaped: &Reaped) {
+    counter!(JOBS_REAPED, "outcome" => "requeued").increment(reaped.requeued);
+    counter!(JOBS_REAPED, "outcome" => "failed").increment(reaped.failed);
+}
+
+/// Records how long the sandbox took to start the script.
+pub fn sandbox_started(took: Duration) {
+    histogram!(SANDBOX_START).record(took);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_histogram_has_buckets_in_increasing_order() {
+        for (name, buckets) in HISTOGRAMS {
+            assert!(!buckets.is_empty(), "{name}");
+            assert!(buckets.windows(2).all(|w| w[0] < w[1]), "{name}");
+        }
+    }
+}
