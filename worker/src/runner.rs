@@ -228,6 +228,20 @@ struct JobContext {
     finished: mpsc::Sender<Finished>,
 }
 
+/// Hands a job's slot back when the job task ends, however it ends: a task that panicked must
+/// not shrink the worker's capacity for good. (Its lease stays in `running`, so shutdown
+/// releases the job; until then the reaper requeues it once the lease expires.)
+struct SlotGuard {
+    slot: usize,
+    free: mpsc::UnboundedSender<usize>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let _ = self.free.send(self.slot);
+    }
+}
+
 async fn run_job(job: ClaimedJob, slot: usize, context: JobContext) {
     let JobContext {
         store,
@@ -238,6 +252,7 @@ async fn run_job(job: ClaimedJob, slot: usize, context: JobContext) {
         free,
         finished,
     } = context;
+    let _slot = SlotGuard { slot, free };
     let queued_ms = (chrono::Utc::now() - job.created_at)
         .num_milliseconds()
         .max(0);
@@ -269,7 +284,6 @@ async fn run_job(job: ClaimedJob, slot: usize, context: JobContext) {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .remove(&job.lease.job_id);
-    let _ = free.send(slot);
 }
 
 /// Extends the lease every `every`; returns only when the lease is lost (the job was
@@ -375,4 +389,83 @@ fn jittered(base: Duration) -> Duration {
     );
     let quarter = u64::try_from(base.as_nanos() / 4).unwrap_or(0).max(1);
     base + Duration::from_nanos(nanos % quarter)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use async_trait::async_trait;
+    use shared::job::{JobStatus, Limits, NewJob, Outcome};
+    use shared::store::{self, Schema, StoreOptions};
+
+    use super::*;
+    use crate::noop::NoopExecutor;
+
+    /// Panics on scripts that say so, completes the others without running them.
+    struct PanicsOnRequest;
+
+    #[async_trait]
+    impl Executor for PanicsOnRequest {
+        async fn execute(&self, job: &ClaimedJob, slot: usize) -> Outcome {
+            assert!(!job.script.contains("panic"), "executor bug");
+            NoopExecutor.execute(job, slot).await
+        }
+    }
+
+    async fn enqueue(store: &dyn JobStore, script: &str) -> JobId {
+        let job = NewJob {
+            id: JobId::new(),
+            script: script.to_owned(),
+            limits: Limits {
+                timeout: Duration::from_secs(5),
+                memory_mb: 64,
+            },
+            created_at: chrono::Utc::now(),
+            idempotency: None,
+            request_id: None,
+        };
+        store.enqueue(&job).await.expect("enqueue");
+        job.id
+    }
+
+    #[tokio::test]
+    async fn a_job_task_that_panics_gives_its_slot_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+        let store = store::connect(&url, Schema::Migrate, &StoreOptions::default())
+            .await
+            .expect("store");
+        enqueue(store.as_ref(), "panic").await;
+        let later = enqueue(store.as_ref(), "fine").await;
+
+        let shutdown = CancellationToken::new();
+        let runner = tokio::spawn(run(
+            Arc::clone(&store),
+            Arc::new(PanicsOnRequest),
+            RunnerSettings {
+                worker_id: "test".to_owned(),
+                // One slot: if the panicking job kept it, nothing else would ever run.
+                concurrency: 1,
+                poll_interval: Duration::from_millis(20),
+                backstop_poll: Duration::from_millis(20),
+                lease: Duration::from_secs(60),
+                heartbeat: Duration::from_secs(1),
+                shutdown_grace: Duration::from_millis(100),
+                max_attempts: 1,
+            },
+            shutdown.clone(),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            let job = store.get(later).await.expect("get").expect("job exists");
+            if job.status == JobStatus::Succeeded || Instant::now() > deadline {
+                break job.status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        shutdown.cancel();
+        runner.await.expect("runner stops");
+        assert_eq!(status, JobStatus::Succeeded);
+    }
 }

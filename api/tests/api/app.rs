@@ -259,6 +259,12 @@ impl TestApp {
         self.workers.push(worker.spawn().expect("start worker"));
     }
 
+    /// How worker `index` exited, or `None` while it still runs.
+    pub fn worker_exit(&mut self, index: usize) -> Option<std::process::ExitStatus> {
+        let worker = self.workers.get_mut(index).expect("worker exists");
+        worker.try_wait().expect("worker status")
+    }
+
     /// Kills worker `index` with SIGKILL, as a crash would, and starts a fresh one in its place.
     pub async fn crash_and_restart_worker(&mut self, index: usize, env: &[(&'static str, String)]) {
         self.kill_worker(index).await;
@@ -334,6 +340,11 @@ impl TestApp {
             .await
             .expect("request sent");
         json_response(response).await
+    }
+
+    /// The raw log of one process (`api`, `worker-0`, …) of an app started with `capture_logs`.
+    pub fn process_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }
 
     /// Every JSON log line written so far by the processes of an app started with

@@ -176,8 +176,9 @@ impl Drop for PostgresOutage {
 
 #[tokio::test]
 async fn chaos_postgres_restart_under_load_loses_no_accepted_job() {
-    let app = spawn_app_with(Options {
+    let mut app = spawn_app_with(Options {
         backend: Backend::Postgres,
+        capture_logs: true,
         api_env: vec![("DATABASE_ACQUIRE_TIMEOUT_SECS", "1".to_owned())],
         worker_env: vec![("DATABASE_ACQUIRE_TIMEOUT_SECS", "1".to_owned())],
         ..Options::default()
@@ -231,11 +232,56 @@ async fn chaos_postgres_restart_under_load_loses_no_accepted_job() {
     }
     assert!(unavailable > 0, "requests during the outage must get 503");
     for id in &accepted {
-        let job = app.wait_for_terminal(id, Duration::from_secs(120)).await;
+        let job = wait_or_explain(&mut app, id, Duration::from_secs(120)).await;
         assert_eq!(job["status"], "succeeded", "{job}");
     }
     eprintln!(
         "postgres restart: {} accepted and finished, {unavailable} answered 503 during the outage",
         accepted.len()
     );
+}
+
+/// Waits for job `id` to finish; if it does not, fails with what the worker, the jobs table
+/// and Postgres were doing, so a failure on a machine nobody watched can still be explained.
+async fn wait_or_explain(app: &mut TestApp, id: &str, limit: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (status, job) = app.job(id).await;
+        if status == StatusCode::OK && !matches!(job["status"].as_str(), Some("queued" | "running"))
+        {
+            return job;
+        }
+        if Instant::now() >= deadline {
+            let worker = app.worker_exit(0);
+            let pool = sqlx::PgPool::connect(&app.database_url)
+                .await
+                .expect("postgres");
+            let jobs: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT status || ' attempt=' || attempt || ' worker=' || coalesce(worker_id, '-') \
+                     || ' lease=' || coalesce(lease_expires_at::text, '-'), count(*) \
+                 FROM jobs GROUP BY 1 ORDER BY 1",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+            let sessions: Vec<(String,)> = sqlx::query_as(
+                "SELECT coalesce(state, '-') || ' wait=' || coalesce(wait_event, '-') || ' ' \
+                     || left(query, 120) \
+                 FROM pg_stat_activity WHERE datname = current_database() \
+                   AND pid <> pg_backend_pid()",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+            let worker_log = app.process_log("worker-0");
+            let lines: Vec<&str> = worker_log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            panic!(
+                "job {id} is still {job}\nworker exit: {worker:?}\njobs: {jobs:?}\n\
+                 sessions: {sessions:#?}\nlast log lines:\n{}",
+                tail.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
