@@ -3,6 +3,7 @@
 
 mod app;
 mod chaos;
+mod deployment;
 mod escape;
 mod execute;
 mod jobs;
