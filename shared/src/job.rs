@@ -288,6 +288,21 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A run the sandbox could not carry out (`sandbox_error`); nothing of the script's is kept.
+    #[must_use]
+    pub fn sandbox_error(message: impl Into<String>) -> Self {
+        Self {
+            result: Err(Failure {
+                kind: ErrorKind::SandboxError,
+                message: message.into(),
+                position: None,
+            }),
+            stdout: Output::default(),
+            stderr: Output::default(),
+            usage: Usage::default(),
+        }
+    }
+
     /// The terminal status this outcome puts the job in.
     #[must_use]
     pub fn status(&self) -> JobStatus {

@@ -68,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
             heartbeat: Duration::from_millis(config.heartbeat_ms.max(10)),
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
             max_attempts: config.max_attempts.max(1),
+            sandbox_stop_grace: runner::SANDBOX_STOP_GRACE,
         },
         shutdown,
     )

@@ -30,7 +30,14 @@ pub struct RunnerSettings {
     pub shutdown_grace: Duration,
     /// Runs a job gets before a lost worker fails it with `worker_lost`.
     pub max_attempts: u32,
+    /// How long past a job's timeout its executor may take before the worker stops waiting,
+    /// kills the sandbox and fails the job with `sandbox_error`.
+    pub sandbox_stop_grace: Duration,
 }
+
+/// The usual [`RunnerSettings::sandbox_stop_grace`]: a sandbox normally reports within a few
+/// seconds of the job's timeout (kill, drain its output, empty its cgroup).
+pub const SANDBOX_STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// Longest wait between retries when the database is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -65,6 +72,7 @@ pub async fn run(
         executor: Arc::clone(&executor),
         lease_for: settings.lease,
         heartbeat: settings.heartbeat.min(settings.lease / 3),
+        stop_grace: settings.sandbox_stop_grace,
         running: Arc::clone(&running),
         free: free_tx.clone(),
         finished: finished_tx,
@@ -223,6 +231,7 @@ struct JobContext {
     executor: Arc<dyn Executor>,
     lease_for: Duration,
     heartbeat: Duration,
+    stop_grace: Duration,
     running: Running,
     free: mpsc::UnboundedSender<usize>,
     finished: mpsc::Sender<Finished>,
@@ -248,6 +257,7 @@ async fn run_job(job: ClaimedJob, slot: usize, context: JobContext) {
         executor,
         lease_for,
         heartbeat,
+        stop_grace,
         running,
         free,
         finished,
@@ -258,8 +268,19 @@ async fn run_job(job: ClaimedJob, slot: usize, context: JobContext) {
         .max(0);
     tracing::info!(queued_ms, "job started");
     let run = crate::metrics::JobRun::start();
+    // A sandbox that never reports (a process stuck in the kernel, say) must not hold its slot
+    // and its job forever; dropping the execution kills what is left of the sandbox.
+    let deadline = job.limits.timeout + stop_grace;
     let outcome = tokio::select! {
-        outcome = executor.execute(&job, slot) => Some(outcome),
+        outcome = tokio::time::timeout(deadline, executor.execute(&job, slot)) => {
+            Some(outcome.unwrap_or_else(|_| {
+                tracing::error!(?deadline, "the sandbox did not report in time; killed");
+                Outcome::sandbox_error(format!(
+                    "the sandbox did not stop within {} s of the job's timeout",
+                    stop_grace.as_secs()
+                ))
+            }))
+        }
         lost = keep_lease(store.as_ref(), &job.lease, lease_for, heartbeat) => {
             tracing::warn!(error = %lost, "job cancelled or lease lost while running; sandbox stopped");
             None
@@ -396,76 +417,121 @@ mod tests {
     use std::time::Instant;
 
     use async_trait::async_trait;
-    use shared::job::{JobStatus, Limits, NewJob, Outcome};
+    use shared::job::{ErrorKind, Job, JobStatus, Limits, NewJob, Outcome};
     use shared::store::{self, Schema, StoreOptions};
 
     use super::*;
     use crate::noop::NoopExecutor;
 
-    /// Panics on scripts that say so, completes the others without running them.
-    struct PanicsOnRequest;
+    /// Misbehaves on scripts that ask for it, completes the others without running them.
+    struct Misbehaves;
 
     #[async_trait]
-    impl Executor for PanicsOnRequest {
+    impl Executor for Misbehaves {
         async fn execute(&self, job: &ClaimedJob, slot: usize) -> Outcome {
-            assert!(!job.script.contains("panic"), "executor bug");
-            NoopExecutor.execute(job, slot).await
+            match job.script.as_str() {
+                "panic" => panic!("executor bug"),
+                "hang" => std::future::pending().await,
+                _ => NoopExecutor.execute(job, slot).await,
+            }
         }
     }
 
-    async fn enqueue(store: &dyn JobStore, script: &str) -> JobId {
-        let job = NewJob {
-            id: JobId::new(),
-            script: script.to_owned(),
-            limits: Limits {
-                timeout: Duration::from_secs(5),
-                memory_mb: 64,
-            },
-            created_at: chrono::Utc::now(),
-            idempotency: None,
-            request_id: None,
-        };
-        store.enqueue(&job).await.expect("enqueue");
-        job.id
+    /// A worker with one slot (so a slot lost to one job would stop all others) on a fresh
+    /// SQLite store, running `scripts` in order.
+    struct OneSlotWorker {
+        store: Arc<dyn JobStore>,
+        jobs: Vec<JobId>,
+        shutdown: CancellationToken,
+        runner: tokio::task::JoinHandle<()>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl OneSlotWorker {
+        async fn start(scripts: &[&str]) -> Self {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+            let store = store::connect(&url, Schema::Migrate, &StoreOptions::default())
+                .await
+                .expect("store");
+            let mut jobs = Vec::new();
+            for script in scripts {
+                let job = NewJob {
+                    id: JobId::new(),
+                    script: (*script).to_owned(),
+                    limits: Limits {
+                        timeout: Duration::from_millis(100),
+                        memory_mb: 64,
+                    },
+                    created_at: chrono::Utc::now(),
+                    idempotency: None,
+                    request_id: None,
+                };
+                store.enqueue(&job).await.expect("enqueue");
+                jobs.push(job.id);
+            }
+            let shutdown = CancellationToken::new();
+            let runner = tokio::spawn(run(
+                Arc::clone(&store),
+                Arc::new(Misbehaves),
+                RunnerSettings {
+                    worker_id: "test".to_owned(),
+                    concurrency: 1,
+                    poll_interval: Duration::from_millis(20),
+                    backstop_poll: Duration::from_millis(20),
+                    lease: Duration::from_secs(60),
+                    heartbeat: Duration::from_secs(1),
+                    shutdown_grace: Duration::from_millis(100),
+                    max_attempts: 1,
+                    sandbox_stop_grace: Duration::from_millis(200),
+                },
+                shutdown.clone(),
+            ));
+            Self {
+                store,
+                jobs,
+                shutdown,
+                runner,
+                _dir: dir,
+            }
+        }
+
+        /// Job `index` once it is finished, or as it is after 10 s.
+        async fn finished(&self, index: usize) -> Job {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let job = self.store.get(self.jobs[index]).await.expect("get");
+                let job = job.expect("job exists");
+                if !matches!(job.status, JobStatus::Queued | JobStatus::Running)
+                    || Instant::now() > deadline
+                {
+                    return job;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+
+        async fn stop(self) {
+            self.shutdown.cancel();
+            self.runner.await.expect("runner stops");
+        }
     }
 
     #[tokio::test]
     async fn a_job_task_that_panics_gives_its_slot_back() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
-        let store = store::connect(&url, Schema::Migrate, &StoreOptions::default())
-            .await
-            .expect("store");
-        enqueue(store.as_ref(), "panic").await;
-        let later = enqueue(store.as_ref(), "fine").await;
+        let worker = OneSlotWorker::start(&["panic", "fine"]).await;
+        assert_eq!(worker.finished(1).await.status, JobStatus::Succeeded);
+        worker.stop().await;
+    }
 
-        let shutdown = CancellationToken::new();
-        let runner = tokio::spawn(run(
-            Arc::clone(&store),
-            Arc::new(PanicsOnRequest),
-            RunnerSettings {
-                worker_id: "test".to_owned(),
-                // One slot: if the panicking job kept it, nothing else would ever run.
-                concurrency: 1,
-                poll_interval: Duration::from_millis(20),
-                backstop_poll: Duration::from_millis(20),
-                lease: Duration::from_secs(60),
-                heartbeat: Duration::from_secs(1),
-                shutdown_grace: Duration::from_millis(100),
-                max_attempts: 1,
-            },
-            shutdown.clone(),
-        ));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            let job = store.get(later).await.expect("get").expect("job exists");
-            if job.status == JobStatus::Succeeded || Instant::now() > deadline {
-                break job.status;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        shutdown.cancel();
-        runner.await.expect("runner stops");
-        assert_eq!(status, JobStatus::Succeeded);
+    #[tokio::test]
+    async fn a_sandbox_that_never_reports_fails_its_job_and_frees_the_slot() {
+        let worker = OneSlotWorker::start(&["hang", "fine"]).await;
+        let hung = worker.finished(0).await;
+        assert_eq!(hung.status, JobStatus::Failed);
+        let failure = hung.failure.expect("a failure");
+        assert_eq!(failure.kind, ErrorKind::SandboxError);
+        assert_eq!(worker.finished(1).await.status, JobStatus::Succeeded);
+        worker.stop().await;
     }
 }

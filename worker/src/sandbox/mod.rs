@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use command_fds::{CommandFdExt, FdMapping};
-use shared::job::{ClaimedJob, Failure, Lease, Limits, Outcome, Output, Usage};
+use shared::job::{ClaimedJob, Lease, Limits, Outcome, Output, Usage};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
@@ -323,16 +323,7 @@ impl Executor for NsjailExecutor {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::error!(job_id = %job.lease.job_id, error = %e, "sandbox failed");
-                Outcome {
-                    result: Err(Failure {
-                        kind: shared::job::ErrorKind::SandboxError,
-                        message: "the sandbox could not be set up for this job".to_owned(),
-                        position: None,
-                    }),
-                    stdout: Output::default(),
-                    stderr: Output::default(),
-                    usage: Usage::default(),
-                }
+                Outcome::sandbox_error("the sandbox could not be set up for this job")
             }
         }
     }
