@@ -268,3 +268,37 @@ async fn docs_page_loads_everything_from_the_api_itself() {
         }
     }
 }
+
+/// The router is `api_routes()` and nothing else: a route added with a plain `.route()` (or
+/// nested, merged or served as a service) would be served without being in the document, so
+/// outside test modules the API's sources may register routes only through `routes!`.
+#[test]
+fn routes_are_registered_only_through_the_documented_router() {
+    const UNDOCUMENTED_WAYS: [&str; 5] = [
+        ".route(",
+        ".route_service(",
+        ".nest(",
+        ".nest_service(",
+        ".merge(",
+    ];
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&src).expect("api/src") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|ext| ext != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("source");
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for way in UNDOCUMENTED_WAYS {
+            assert!(
+                !code.contains(way),
+                "{} registers a route with `{way}`; use `routes!` in routes::api_routes so \
+                 /openapi.json documents it",
+                path.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "sources not found in {}", src.display());
+}
