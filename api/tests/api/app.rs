@@ -110,7 +110,8 @@ fn bin_dir() -> PathBuf {
     api.parent().expect("binary has a directory").to_path_buf()
 }
 
-fn repo_root() -> PathBuf {
+/// The workspace root: `nsjail.cfg`, the README and the container files are there.
+pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
@@ -377,15 +378,25 @@ impl TestApp {
 
     /// Polls `GET /jobs/<id>` until the job is terminal.
     pub async fn wait_for_terminal(&self, id: &str, limit: Duration) -> Value {
+        match self.poll_until_terminal(id, limit).await {
+            Ok(job) => job,
+            Err(job) => panic!("job {id} still {}", job["status"]),
+        }
+    }
+
+    /// Polls `GET /jobs/<id>` until the job is terminal (`Ok`) or `limit` passes (`Err` with
+    /// the job as last seen).
+    pub async fn poll_until_terminal(&self, id: &str, limit: Duration) -> Result<Value, Value> {
         let deadline = Instant::now() + limit;
         loop {
             let (status, job) = self.job(id).await;
             assert_eq!(status, StatusCode::OK, "{job}");
-            let state = job["status"].as_str().unwrap_or_default().to_owned();
-            if !matches!(state.as_str(), "queued" | "running") {
-                return job;
+            if !matches!(job["status"].as_str(), Some("queued" | "running")) {
+                return Ok(job);
             }
-            assert!(Instant::now() < deadline, "job {id} still {state}");
+            if Instant::now() >= deadline {
+                return Err(job);
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -244,44 +244,37 @@ async fn chaos_postgres_restart_under_load_loses_no_accepted_job() {
 /// Waits for job `id` to finish; if it does not, fails with what the worker, the jobs table
 /// and Postgres were doing, so a failure on a machine nobody watched can still be explained.
 async fn wait_or_explain(app: &mut TestApp, id: &str, limit: Duration) -> serde_json::Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (status, job) = app.job(id).await;
-        if status == StatusCode::OK && !matches!(job["status"].as_str(), Some("queued" | "running"))
-        {
-            return job;
-        }
-        if Instant::now() >= deadline {
-            let worker = app.worker_exit(0);
-            let pool = sqlx::PgPool::connect(&app.database_url)
-                .await
-                .expect("postgres");
-            let jobs: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT status || ' attempt=' || attempt || ' worker=' || coalesce(worker_id, '-') \
-                     || ' lease=' || coalesce(lease_expires_at::text, '-'), count(*) \
-                 FROM jobs GROUP BY 1 ORDER BY 1",
-            )
-            .fetch_all(&pool)
-            .await
-            .unwrap_or_default();
-            let sessions: Vec<(String,)> = sqlx::query_as(
-                "SELECT coalesce(state, '-') || ' wait=' || coalesce(wait_event, '-') || ' ' \
-                     || left(query, 120) \
-                 FROM pg_stat_activity WHERE datname = current_database() \
-                   AND pid <> pg_backend_pid()",
-            )
-            .fetch_all(&pool)
-            .await
-            .unwrap_or_default();
-            let worker_log = app.process_log("worker-0");
-            let lines: Vec<&str> = worker_log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(40)..];
-            panic!(
-                "job {id} is still {job}\nworker exit: {worker:?}\njobs: {jobs:?}\n\
-                 sessions: {sessions:#?}\nlast log lines:\n{}",
-                tail.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let job = match app.poll_until_terminal(id, limit).await {
+        Ok(job) => return job,
+        Err(job) => job,
+    };
+    let worker = app.worker_exit(0);
+    let pool = sqlx::PgPool::connect(&app.database_url)
+        .await
+        .expect("postgres");
+    let jobs: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status || ' attempt=' || attempt || ' worker=' || coalesce(worker_id, '-') \
+             || ' lease=' || coalesce(lease_expires_at::text, '-'), count(*) \
+         FROM jobs GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap_or_default();
+    let sessions: Vec<(String,)> = sqlx::query_as(
+        "SELECT coalesce(state, '-') || ' wait=' || coalesce(wait_event, '-') || ' ' \
+             || left(query, 120) \
+         FROM pg_stat_activity WHERE datname = current_database() \
+           AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap_or_default();
+    let worker_log = app.process_log("worker-0");
+    let lines: Vec<&str> = worker_log.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(40)..];
+    panic!(
+        "job {id} is still {job}\nworker exit: {worker:?}\njobs: {jobs:?}\n\
+         sessions: {sessions:#?}\nlast log lines:\n{}",
+        tail.join("\n")
+    );
 }

@@ -7,14 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::app::repo_root;
 use crate::readme::help_settings;
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
 
 /// `docker-compose.yml` as JSON, parsed by PyYAML from the pinned test tools (`make devtools`).
 fn compose_file() -> Value {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::app::{spawn_app_with, Options, TestApp};
+use crate::app::{repo_root, spawn_app_with, Options, TestApp};
 
 /// The job that must keep working whatever its neighbour does.
 const HONEST: &str = "import numpy as np\n\ndef main():\n    return int(np.arange(1000).sum())\n";
@@ -196,13 +196,6 @@ fn assert_failure(job: &Value, kind: &str, message_part: &str) {
             .is_some_and(|error| error.contains(message_part)),
         "error should mention {message_part:?}: {job}"
     );
-}
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
 }
 
 // ----- network -----
