@@ -33,7 +33,10 @@ pub struct ApiConfig {
     #[arg(long, env = "QUEUE_GRACE_SECS", default_value_t = 30.0)]
     pub queue_grace_secs: f64,
 
-    /// How often waiting `/execute` requests check for finished jobs, in milliseconds.
+    /// How often waiting requests (`/execute`, `GET /jobs/<id>?wait=`) check for finished jobs
+    /// when the store pushes no wake-ups (`DATABASE_NOTIFICATIONS=false`, or inotify
+    /// unavailable), in milliseconds. With them, on either database, they check on each
+    /// wake-up and every `DATABASE_BACKSTOP_POLL_MS`.
     #[arg(long, env = "COMPLETION_POLL_MS", default_value_t = 10)]
     pub completion_poll_ms: u64,
 

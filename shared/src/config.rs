@@ -26,14 +26,15 @@ pub struct StoreConfig {
     #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_SECS", default_value_t = 30)]
     pub database_statement_timeout_secs: u64,
 
-    /// Postgres: wait for `LISTEN/NOTIFY` wake-ups instead of polling. Turn off behind
-    /// poolers that do not pass notifications (PgBouncer in transaction mode); processes then
-    /// poll at their fast poll interval.
+    /// Wait for pushed wake-ups instead of polling: Postgres `LISTEN/NOTIFY`, or on SQLite an
+    /// inotify watch on the database's write-ahead log, which every process's commits write
+    /// to. Turn off behind poolers that do not pass notifications (PgBouncer in transaction
+    /// mode); processes then poll at their fast poll interval.
     #[arg(long, env = "DATABASE_NOTIFICATIONS", default_value_t = true, action = clap::ArgAction::Set)]
     pub database_notifications: bool,
 
-    /// With notifications on, how often processes still poll in case one was lost, in
-    /// milliseconds.
+    /// With wake-ups on (either database), how often processes still poll in case one was
+    /// lost, in milliseconds.
     #[arg(long, env = "DATABASE_BACKSTOP_POLL_MS", default_value_t = 2000)]
     pub database_backstop_poll_ms: u64,
 }
@@ -51,7 +52,7 @@ impl StoreConfig {
         }
     }
 
-    /// Poll interval used as a backstop when notifications are available.
+    /// Poll interval used as a backstop when wake-ups are available.
     #[must_use]
     pub fn backstop_poll(&self) -> Duration {
         Duration::from_millis(self.database_backstop_poll_ms.max(1))

@@ -36,7 +36,10 @@ pub struct WorkerConfig {
     #[arg(long, env = "WORKER_CONCURRENCY")]
     pub concurrency: Option<usize>,
 
-    /// How often an idle worker looks for new jobs, in milliseconds.
+    /// How often an idle worker looks for new jobs when the store pushes no wake-ups
+    /// (`DATABASE_NOTIFICATIONS=false`, or inotify unavailable), in milliseconds. With them, on
+    /// either database, it waits for a wake-up and polls only every
+    /// `DATABASE_BACKSTOP_POLL_MS`.
     #[arg(long, env = "WORKER_POLL_MS", default_value_t = 20)]
     pub poll_ms: u64,
 

@@ -11,12 +11,13 @@ macro_rules! list_sql {
 mod decode;
 mod postgres;
 mod sqlite;
+mod wal_watch;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 
 use chrono::{DateTime, Utc};
 
@@ -82,9 +83,10 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
     /// Server-side limit on one statement (Postgres).
     pub statement_timeout: Duration,
-    /// Subscribe to "jobs were queued" notifications (workers).
+    /// Subscribe to "jobs were queued" wake-ups (workers): [`StoreEvents::queued`].
     pub listen_queued: bool,
-    /// Subscribe to "job finished" notifications (the API).
+    /// Subscribe to "job finished" wake-ups (the API): [`StoreEvents::finished`] on
+    /// Postgres, [`StoreEvents::changed`] on SQLite.
     pub listen_finished: bool,
 }
 
@@ -100,14 +102,19 @@ impl Default for StoreOptions {
     }
 }
 
-/// Wake-ups the database pushes, for backends that have them (Postgres `LISTEN/NOTIFY`).
-/// Notifications can be lost (reconnects, poolers), so users keep a slow backstop poll.
+/// Wake-ups pushed to this process: Postgres `LISTEN/NOTIFY`, or on SQLite an inotify watch on
+/// the database's write-ahead log, which every process's commits append to. Wake-ups can be
+/// lost (reconnects, poolers, a removed directory), so users keep a slow backstop poll.
 #[derive(Debug, Clone)]
 pub struct StoreEvents {
     /// Signalled when jobs may have been queued; holds one permit when nobody is waiting.
     pub queued: Arc<Notify>,
-    /// Ids of jobs that just reached a terminal status.
+    /// Ids of jobs that just reached a terminal status (Postgres).
     pub finished: broadcast::Sender<JobId>,
+    /// Marked changed when jobs may have finished without the store learning which (every
+    /// SQLite commit; a lost Postgres listener connection): subscribers re-check all the jobs
+    /// they wait on. Each subscriber sees a burst of marks as one change.
+    pub changed: watch::Sender<()>,
 }
 
 impl Default for StoreEvents {
@@ -115,6 +122,7 @@ impl Default for StoreEvents {
         Self {
             queued: Arc::new(Notify::new()),
             finished: broadcast::channel(4096).0,
+            changed: watch::Sender::new(()),
         }
     }
 }
@@ -205,8 +213,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// Succeeds when the database answers a trivial query.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Pushed wake-ups, when the backend has them and they were asked for; `None` means the
-    /// caller must poll.
+    /// Pushed wake-ups, when they were asked for (`StoreOptions::listen_*`) and could be set
+    /// up; `None` means the caller must poll.
     fn events(&self) -> Option<StoreEvents>;
 }
 

@@ -152,6 +152,7 @@ async fn relay_notifications(mut listener: PgListener, events: StoreEvents) {
             Ok(None) => {
                 tracing::warn!("notification connection lost; reconnecting");
                 events.queued.notify_one();
+                events.changed.send_replace(());
             }
             Err(e) => {
                 tracing::warn!(error = %e, "notification listener failed; retrying");

@@ -1,8 +1,10 @@
 //! `JobStore` on an embedded SQLite file: WAL so readers never block the writer, a busy
-//! timeout so several processes on one machine can share the file.
+//! timeout so several processes on one machine can share the file, and a watch on the WAL
+//! (see `wal_watch`) so they wake each other without polling.
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,7 +14,9 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
+use tokio_util::sync::DropGuard;
 
+use super::wal_watch::{self, Listen};
 use super::{
     decode, require_migrations, JobStore, Reaped, Schema, StoreError, StoreEvents, StoreOptions,
     CANCELLED_MESSAGE, WORKER_LOST_MESSAGE,
@@ -28,11 +32,15 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    events: Option<StoreEvents>,
+    /// Ends the WAL watch when the last clone of the store is dropped.
+    _watch: Option<Arc<DropGuard>>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database `url` points at: `sqlite://path`, `sqlite:path`
-    /// or a plain file path.
+    /// or a plain file path. With `listen_queued` or `listen_finished` it also watches the
+    /// file's write-ahead log; if inotify refuses, it logs a warning and callers poll.
     ///
     /// # Errors
     /// When the file cannot be opened or the schema is missing under [`Schema::RequireCurrent`].
@@ -53,7 +61,8 @@ impl SqliteStore {
             // the last commits, the usual trade for a queue.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.acquire_timeout);
-        if let Some(parent) = connect.get_filename().parent() {
+        let database = connect.get_filename().to_owned();
+        if let Some(parent) = database.parent() {
             create_parent_dir(parent)?;
         }
         let pool = SqlitePoolOptions::new()
@@ -61,26 +70,56 @@ impl SqliteStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await?;
-        let store = Self { pool };
         match schema {
             Schema::Migrate => MIGRATOR
-                .run(&store.pool)
+                .run(&pool)
                 .await
                 .map_err(|e| StoreError::Schema(e.to_string()))?,
-            Schema::RequireCurrent => store.require_current_schema().await?,
+            Schema::RequireCurrent => require_current_schema(&pool).await?,
         }
-        Ok(store)
+        // Watching starts after migrating, so the migrations' own commits wake no one.
+        let (events, watch) = match watch(&database, options) {
+            Some((events, guard)) => (Some(events), Some(Arc::new(guard))),
+            None => (None, None),
+        };
+        Ok(Self {
+            pool,
+            events,
+            _watch: watch,
+        })
     }
+}
 
-    async fn require_current_schema(&self) -> Result<(), StoreError> {
-        // No migrations table at all reads as "nothing applied".
-        let applied: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.pool)
-                .await
-                .unwrap_or_default();
-        require_migrations(&MIGRATOR, &applied)
+/// The WAL watch `options` ask for, if any and if inotify allows it.
+fn watch(database: &Path, options: &StoreOptions) -> Option<(StoreEvents, DropGuard)> {
+    let listen = Listen {
+        queued: options.listen_queued,
+        finished: options.listen_finished,
+    };
+    if !listen.queued && !listen.finished {
+        return None;
     }
+    // SQLite puts the log beside the file a symlinked path resolves to.
+    let database = std::fs::canonicalize(database).unwrap_or_else(|_| database.to_owned());
+    wal_watch::start(&database, listen)
+        .inspect_err(|e| {
+            tracing::warn!(
+                error = %e,
+                database = %database.display(),
+                "cannot watch the SQLite database for changes; polling instead"
+            );
+        })
+        .ok()
+}
+
+async fn require_current_schema(pool: &SqlitePool) -> Result<(), StoreError> {
+    // No migrations table at all reads as "nothing applied".
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+    require_migrations(&MIGRATOR, &applied)
 }
 
 fn create_parent_dir(parent: &Path) -> Result<(), StoreError> {
@@ -340,6 +379,16 @@ impl JobStore for SqliteStore {
         if max == 0 {
             return Ok(Vec::new());
         }
+        // A read first: an UPDATE takes SQLite's one write lock even when it matches nothing,
+        // and idle workers, woken by every commit, would contend with the writers that woke
+        // them. A job queued just after this read wakes them again.
+        let any_queued: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued')")
+                .fetch_one(&self.pool)
+                .await?;
+        if !any_queued {
+            return Ok(Vec::new());
+        }
         // One statement: SQLite runs it under its single writer lock, so two workers can never
         // both move the same queued row to running. The partial index serves the subquery.
         let rows = sqlx::query(
@@ -523,7 +572,39 @@ impl JobStore for SqliteStore {
     }
 
     fn events(&self) -> Option<StoreEvents> {
-        // SQLite has no notifications: waiting processes poll.
-        None
+        self.events.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wal_watch_ends_when_the_last_clone_of_the_store_is_dropped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+        let options = StoreOptions {
+            listen_queued: true,
+            listen_finished: true,
+            ..StoreOptions::default()
+        };
+        let store = SqliteStore::connect(&url, Schema::Migrate, &options)
+            .await
+            .expect("open store");
+        let events = store.events().expect("a listening store watches the WAL");
+        let clone = store.clone();
+        drop(store);
+        drop(clone);
+        // The watch task holds the last other reference to the signals; it is gone once the
+        // task has ended and closed its inotify descriptor.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&events.queued) > 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the WAL watch outlived its store"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

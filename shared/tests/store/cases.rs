@@ -11,6 +11,7 @@ use shared::job::{
     ListCursor, ListQuery, NewJob, Outcome, Output, SourcePosition, Usage,
 };
 use shared::store::{JobStore, Reaped, Schema, StoreError, StoreOptions};
+use tokio::sync::{broadcast, watch};
 
 use crate::Fixture;
 
@@ -700,4 +701,145 @@ pub async fn request_id_is_kept_with_the_job(f: &Fixture) {
     assert_eq!(listed[0].request_id.as_deref(), Some("req-42"));
     let claimed = f.store.claim("w", 1, LEASE).await.expect("claim");
     assert_eq!(claimed[0].request_id.as_deref(), Some("req-42"));
+}
+
+/// How long a listener may take to be woken; generous, since only "woken at all" is asserted.
+const WAKE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A second store on the same database that listens as workers and the API do: on SQLite, what
+/// another process opening the same file sees.
+async fn listener(f: &Fixture) -> Arc<dyn JobStore> {
+    let options = StoreOptions {
+        listen_queued: true,
+        listen_finished: true,
+        ..StoreOptions::default()
+    };
+    shared::store::connect(&f.url, Schema::RequireCurrent, &options)
+        .await
+        .expect("open the listening store")
+}
+
+/// The next "store changed" mark; never, on a backend that does not send them.
+async fn next_change(changed: &mut watch::Receiver<()>) {
+    if changed.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The next "job finished" id; never, on a backend that does not send them.
+async fn next_finished(finished: &mut broadcast::Receiver<JobId>) -> Option<JobId> {
+    match finished.recv().await {
+        Ok(id) => Some(id),
+        Err(broadcast::error::RecvError::Lagged(_)) => None,
+        Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+    }
+}
+
+pub async fn listener_is_woken_when_another_store_queues_a_job(f: &Fixture) {
+    let listener = listener(f).await;
+    let events = listener
+        .events()
+        .expect("a store asked to listen pushes wake-ups");
+    let job = new_job("def main():\n    return 1\n");
+    f.store.enqueue(&job).await.expect("enqueue");
+    // As an idle worker does: claim on each wake-up until the job is there. No poll runs, so
+    // only a wake-up can get the job claimed.
+    let claimed = tokio::time::timeout(WAKE_DEADLINE, async {
+        loop {
+            events.queued.notified().await;
+            let claimed = listener.claim("listener", 1, LEASE).await.expect("claim");
+            if !claimed.is_empty() {
+                return claimed;
+            }
+        }
+    })
+    .await
+    .expect("the listener is woken by another store's enqueue");
+    assert_eq!(claimed[0].lease.job_id, job.id);
+}
+
+pub async fn listener_is_woken_when_another_store_finishes_a_job(f: &Fixture) {
+    let listener = listener(f).await;
+    let events = listener
+        .events()
+        .expect("a store asked to listen pushes wake-ups");
+    let mut finished = events.finished.subscribe();
+    let mut changed = events.changed.subscribe();
+    let job = new_job("def main():\n    return 1\n");
+    f.store.enqueue(&job).await.expect("enqueue");
+    let claimed = f.store.claim("w", 1, LEASE).await.expect("claim");
+    f.store
+        .finish(&claimed[0].lease, &success("1"))
+        .await
+        .expect("finish");
+    // As the API's completion waiter does: a finished id ends the wait at once (Postgres); a
+    // "store changed" mark (SQLite) calls for asking which awaited jobs are terminal.
+    tokio::time::timeout(WAKE_DEADLINE, async {
+        loop {
+            tokio::select! {
+                id = next_finished(&mut finished) => if id == Some(job.id) {
+                    return;
+                },
+                () = next_change(&mut changed) => {
+                    let done = listener.terminal_among(&[job.id]).await.expect("query");
+                    if done.contains(&job.id) {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .expect("the listener is woken by another store's finish");
+}
+
+pub async fn reads_and_empty_claims_wake_no_listener(f: &Fixture) {
+    let listener = listener(f).await;
+    let events = listener
+        .events()
+        .expect("a store asked to listen pushes wake-ups");
+    let mut finished = events.finished.subscribe();
+    let mut changed = events.changed.subscribe();
+    // What idle workers and an idle API do, from both sides: nothing here writes a row.
+    for store in [f.store.as_ref(), listener.as_ref()] {
+        store.ping().await.expect("ping");
+        assert!(store.get(JobId::new()).await.expect("get").is_none());
+        assert_eq!(store.queue_depth().await.expect("depth"), 0);
+        assert!(store
+            .claim("idle", 4, LEASE)
+            .await
+            .expect("claim")
+            .is_empty());
+        assert_eq!(
+            store.reap_expired(3).await.expect("reap"),
+            Reaped::default()
+        );
+        assert!(store
+            .terminal_among(&[JobId::new()])
+            .await
+            .expect("query")
+            .is_empty());
+        let cutoff = Utc::now();
+        assert_eq!(
+            store
+                .delete_finished_before(cutoff, 500)
+                .await
+                .expect("retention"),
+            0
+        );
+    }
+    // A wake-up, if any, follows the statement that caused it within microseconds; this
+    // quiet period only has to be longer than that.
+    let woken = tokio::time::timeout(Duration::from_millis(300), async {
+        tokio::select! {
+            () = events.queued.notified() => "queued",
+            () = next_change(&mut changed) => "changed",
+            _ = next_finished(&mut finished) => "finished",
+        }
+    })
+    .await;
+    assert!(
+        woken.is_err(),
+        "an idle database woke the listener: {woken:?}"
+    );
 }

@@ -149,6 +149,9 @@ macro_rules! store_cases {
                 retention_deletes_only_old_finished_jobs,
                 worker_requiring_a_current_schema_accepts_a_migrated_database,
                 worker_requiring_a_current_schema_refuses_an_unmigrated_database,
+                listener_is_woken_when_another_store_queues_a_job,
+                listener_is_woken_when_another_store_finishes_a_job,
+                reads_and_empty_claims_wake_no_listener,
             );
         }
     };
