@@ -7,9 +7,10 @@ use anyhow::Context;
 use clap::Parser;
 use shared::store::{self, Schema};
 use tokio_util::sync::CancellationToken;
-use worker::config::{ExecutorKind, MetricsAddr, WorkerConfig};
+use worker::config::{ExecutorKind, MetricsAddr, SandboxMode, WorkerConfig};
 use worker::noop::NoopExecutor;
 use worker::runner::{self, RunnerSettings};
+use worker::sandbox::warm::WarmExecutor;
 use worker::sandbox::{Executor, NsjailExecutor};
 
 #[tokio::main]
@@ -32,13 +33,20 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    let executor: Arc<dyn Executor> = match config.executor {
-        ExecutorKind::Nsjail => {
+    let executor: Arc<dyn Executor> = match (config.executor, config.sandbox.mode) {
+        (ExecutorKind::Nsjail, SandboxMode::Cold) => {
             let executor = NsjailExecutor::new(config.sandbox.clone()).context("sandbox setup")?;
             executor.self_test().await.context("sandbox check")?;
             Arc::new(executor)
         }
-        ExecutorKind::Noop => {
+        (ExecutorKind::Nsjail, SandboxMode::Warm) => {
+            let mut executor = WarmExecutor::start(config.sandbox.clone(), config.concurrency())
+                .await
+                .context("sandbox setup")?;
+            executor.self_test().await.context("sandbox check")?;
+            Arc::new(executor)
+        }
+        (ExecutorKind::Noop, _) => {
             tracing::warn!(
                 "BENCHMARK MODE (WORKER_EXECUTOR=noop): jobs are marked succeeded without \
                  running their scripts"

@@ -86,10 +86,11 @@ async fn sandbox() -> Sandbox {
 
 async fn sandbox_with(mut worker_env: Vec<(&'static str, String)>) -> Sandbox {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    // Above the 200_000.. range the other tests use; 128 sandboxes per test process.
+    // Above the 200_000.. range the other tests use; 64 sandboxes per test process, each with
+    // two job uids and, above them, two for its warm templates.
     let base = 1_000_000
         + (std::process::id() % 50_000) * 256
-        + (NEXT.fetch_add(1, Ordering::Relaxed) % 128) * 2;
+        + (NEXT.fetch_add(1, Ordering::Relaxed) % 64) * 4;
     worker_env.push(("SANDBOX_UID_BASE", base.to_string()));
     worker_env.push(("WORKER_CONCURRENCY", "2".to_owned()));
     let app = spawn_app_with(Options {
