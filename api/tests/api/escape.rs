@@ -1356,7 +1356,10 @@ async fn cpu_time_and_peak_memory_are_reported_and_the_job_has_one_cpu() {
         "cpu {cpu} ms, wall {wall} ms"
     );
     let peak = job["peak_memory_bytes"].as_u64().expect("peak memory");
-    assert!(peak > 1 << 20 && peak < 256 << 20, "{job}");
+    // Cold, the job's cgroup holds the whole interpreter; warm, only what the job itself
+    // wrote (the template's pages it merely reads stay the template's).
+    let floor = if crate::app::warm_sandboxes() { 64 << 10 } else { 1 << 20 };
+    assert!(peak > floor && peak < 256 << 20, "{job}");
 }
 
 // ----- privileges -----

@@ -97,8 +97,9 @@ pub struct JobSpec {
     /// Tasks of the sandbox itself in the cgroup besides the script's: 1 for nsjail on the
     /// cold path, none for a warm child, which enters its cgroup alone.
     pub supervisors: u32,
-    /// The execution slot; picks the CPU the job is pinned to.
-    pub slot: usize,
+    /// The execution slot; picks the CPU the job is pinned to. `None`: any CPU (a warm
+    /// template, whose work for the next job should not compete with its slot's job).
+    pub slot: Option<usize>,
 }
 
 /// Counters read from a job's cgroup after it ended.
@@ -190,7 +191,7 @@ impl Cgroups {
                 // accounting have no such file.
                 let _ = fs::write(dir.join("memory.swap.max"), "0");
                 fs::write(dir.join("pids.max"), pids_max(spec).to_string())?;
-                if let Some(cpu) = pinned_cpu(cpus, spec.slot) {
+                if let Some(cpu) = spec.slot.and_then(|slot| pinned_cpu(cpus, slot)) {
                     pin(&dir, cpu);
                 }
                 // No cgroup.subtree_control here: the job's cgroup holds processes, and v2
@@ -233,10 +234,14 @@ impl Cgroups {
                             Controller::Cpuset => {
                                 // A v1 cpuset takes no task until it has memory nodes and CPUs.
                                 fs::write(dir.join("cpuset.mems"), mems)?;
-                                let cpu = pinned_cpu(cpus, spec.slot).ok_or_else(|| {
-                                    io::Error::other("the runbox cpuset has no CPUs")
-                                })?;
-                                fs::write(dir.join("cpuset.cpus"), cpu.to_string())?;
+                                let allowed = match spec.slot {
+                                    Some(slot) => pinned_cpu(cpus, slot).map(|cpu| cpu.to_string()),
+                                    None => (!cpus.is_empty()).then(|| {
+                                        cpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+                                    }),
+                                }
+                                .ok_or_else(|| io::Error::other("the runbox cpuset has no CPUs"))?;
+                                fs::write(dir.join("cpuset.cpus"), allowed)?;
                             }
                             // A fresh cgroup already has the default share and counts CPU.
                             Controller::Cpu | Controller::Cpuacct => {}
@@ -641,7 +646,7 @@ mod tests {
             memory_bytes: 1 << 28,
             max_processes: 64,
             supervisors: 1,
-            slot: 0,
+            slot: Some(0),
         };
         assert_eq!(pids_max(&cold), 65);
         assert_eq!(
@@ -694,7 +699,7 @@ mod tests {
             memory_bytes: 64 << 20,
             max_processes: 64,
             supervisors: 1,
-            slot: 5,
+            slot: Some(5),
         };
         let job = cgroups
             .create_job("job-1", &spec)
@@ -763,7 +768,7 @@ mod tests {
             memory_bytes: 256 << 20,
             max_processes: 64,
             supervisors: 1,
-            slot: 1,
+            slot: Some(1),
         };
         let job = cgroups
             .create_job("job-1", &spec)

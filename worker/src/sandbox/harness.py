@@ -51,22 +51,33 @@ def lower_cpu_limit(seconds):
     resource.setrlimit(resource.RLIMIT_CPU, (min(seconds, hard), hard))
 
 
-def install_seccomp(policy):
-    """Installs the worker's seccomp programs (hex, comma-separated, in order) on this thread
-    and every process and thread it starts. no_new_privs is already set (nsjail sets it, and
-    it is inherited), which lets an unprivileged process install filters. A failure raises:
-    the script never runs without its policy."""
+def prepare_seccomp(policy):
+    """The worker's seccomp programs (hex, comma-separated, in order) as `struct sock_fprog`s
+    ready for `install_seccomp`; a warm template prepares them once for all its children."""
     import ctypes
 
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_seccomp, seccomp_mode_filter = 22, 2
+    prepared = []
     for program in policy.split(","):
         code = bytes.fromhex(program)
         buffer = ctypes.create_string_buffer(code, len(code))
-        fprog = SockFprog(len(code) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+        # The buffer is kept with its program: the kernel copies it only at install time.
+        prepared.append((SockFprog(len(code) // 8, ctypes.cast(buffer, ctypes.c_void_p)), buffer))
+    return ctypes.CDLL(None, use_errno=True), prepared
+
+
+def install_seccomp(prepared):
+    """Installs prepared programs on this thread and every process and thread it starts.
+    no_new_privs is already set (nsjail sets it, and it is inherited), which lets an
+    unprivileged process install filters. A failure raises: the script never runs without
+    its policy."""
+    import ctypes
+
+    libc, programs = prepared
+    pr_set_seccomp, seccomp_mode_filter = 22, 2
+    for fprog, _ in programs:
         if libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0) != 0:
             errno = ctypes.get_errno()
             raise OSError(errno, f"installing the seccomp policy failed: {os.strerror(errno)}")
@@ -205,7 +216,8 @@ def run(source):
 
 
 def run_job(fd, source, cpu_limit_secs, policy):
-    """Runs `source` in this process, already inside the job's sandbox, and reports on `fd`."""
+    """Runs `source` in this process, already inside the job's sandbox, and reports on `fd`;
+    `policy` comes from `prepare_seccomp`."""
     # Keep the channel out of any program the script starts.
     os.set_inheritable(fd, False)
     lower_cpu_limit(cpu_limit_secs)
@@ -217,7 +229,7 @@ def run_job(fd, source, cpu_limit_secs, policy):
 def main():
     fd = open_result_channel()
     cpu_limit_secs = int(float(os.environ.pop("RUNBOX_CPU_LIMIT_SECS", "0")))
-    policy = os.environ.pop("RUNBOX_SECCOMP")
+    policy = prepare_seccomp(os.environ.pop("RUNBOX_SECCOMP"))
     with open(SCRIPT_PATH, encoding="utf-8", errors="surrogateescape") as handle:
         source = handle.read()
     run_job(fd, source, cpu_limit_secs, policy)

@@ -199,7 +199,7 @@ impl NsjailExecutor {
                 memory_bytes: u64::from(job.limits.memory_mb) << 20,
                 max_processes: self.config.max_processes,
                 supervisors: 1,
-                slot,
+                slot: Some(slot),
             },
         )?;
         let args = self.args(job.limits, slot, &files, cgroup.is_some());
@@ -250,7 +250,7 @@ impl NsjailExecutor {
         settle(cgroup.as_ref(), job).await;
         let (stdout, stderr, record) = streams.finish("cold", spawned_ns).await;
         let usage = cgroup.as_ref().map(JobCgroup::usage).unwrap_or_default();
-        drop(cgroup);
+        discard(cgroup);
         let nsjail_log = std::fs::read_to_string(&files.nsjail_log).unwrap_or_default();
         drop(files.root);
 
@@ -296,6 +296,13 @@ fn supervised_command(cgroup: Option<&JobCgroup>, program: &Path, args: &[OsStri
             command.args(&supervised);
             command
         }
+    }
+}
+
+/// Removes a finished job's cgroup off the job's path (a directory per v1 hierarchy).
+fn discard(cgroup: Option<JobCgroup>) {
+    if let Some(cgroup) = cgroup {
+        tokio::task::spawn_blocking(move || drop(cgroup));
     }
 }
 

@@ -387,7 +387,7 @@ impl Template {
                     memory_bytes: TEMPLATE_MEMORY_BYTES,
                     max_processes: TEMPLATE_TASKS,
                     supervisors: 0,
-                    slot,
+                    slot: None,
                 },
             )?
             .ok_or_else(|| {
@@ -499,7 +499,7 @@ impl Template {
                     memory_bytes: PENDING_MEMORY_BYTES,
                     max_processes: config.max_processes,
                     supervisors: 0,
-                    slot: self.slot,
+                    slot: Some(self.slot),
                 },
             )?
             .ok_or_else(|| SandboxError::Template("no cgroup for the child".into()))?;
@@ -631,7 +631,7 @@ impl Template {
         settle(Some(&cgroup), job).await;
         let (stdout, stderr, record) = streams.finish("warm", handed_ns).await;
         let usage = cgroup.usage();
-        drop(cgroup);
+        super::discard(Some(cgroup));
         Ok(conclude(
             config,
             job,
