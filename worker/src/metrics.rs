@@ -96,8 +96,9 @@ pub fn install() -> PrometheusHandle {
         COLD_STARTS,
         "Jobs run in a sandbox started from scratch, by `reason`: `cold_mode` \
          (SANDBOX_MODE=cold), `no_template` (none ready: starting, or failed to start), \
-         `template_failed` (it failed as the job was handed over; the job then ran cold), or \
-         `warm_unavailable` (the warm self-test failed on this host)."
+         `template_failed` (it failed as the job was handed over; the job then ran cold), \
+         `warm_unavailable` (the warm self-test failed on this host), or `self_test` (the \
+         worker's start-up check)."
     );
     describe_counter!(
         TEMPLATE_RESTARTS,
