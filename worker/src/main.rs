@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use shared::store::{self, Schema};
+use shared::store::{self, JobStore, Schema, StoreError};
 use tokio_util::sync::CancellationToken;
 use worker::config::{ExecutorKind, MetricsAddr, SandboxMode, WorkerConfig};
 use worker::noop::NoopExecutor;
@@ -54,13 +54,7 @@ async fn main() -> anyhow::Result<()> {
             Arc::new(NoopExecutor)
         }
     };
-    let store = store::connect(
-        &config.store.database_url,
-        Schema::RequireCurrent,
-        &config.store.options(true, false),
-    )
-    .await
-    .context("opening the job store")?;
+    let store = open_store(&config).await.context("opening the job store")?;
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -83,6 +77,29 @@ async fn main() -> anyhow::Result<()> {
     .await;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Opens the store, waiting while the database is unreachable or not yet migrated (a worker
+/// may start before its database, or before the API that migrates it); other errors, such as
+/// an unsupported URL, end the worker at once.
+async fn open_store(config: &WorkerConfig) -> Result<Arc<dyn JobStore>, StoreError> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match store::connect(
+            &config.store.database_url,
+            Schema::RequireCurrent,
+            &config.store.options(true, false),
+        )
+        .await
+        {
+            Err(e @ (StoreError::Database(_) | StoreError::Schema(_))) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "job store not available yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            opened => return opened,
+        }
+    }
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

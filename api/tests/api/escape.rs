@@ -1358,7 +1358,11 @@ async fn cpu_time_and_peak_memory_are_reported_and_the_job_has_one_cpu() {
     let peak = job["peak_memory_bytes"].as_u64().expect("peak memory");
     // Cold, the job's cgroup holds the whole interpreter; warm, only what the job itself
     // wrote (the template's pages it merely reads stay the template's).
-    let floor = if crate::app::warm_sandboxes() { 64 << 10 } else { 1 << 20 };
+    let floor = if crate::app::warm_sandboxes() {
+        64 << 10
+    } else {
+        1 << 20
+    };
     assert!(peak > floor && peak < 256 << 20, "{job}");
 }
 

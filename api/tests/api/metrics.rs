@@ -294,9 +294,15 @@ async fn api_and_worker_metrics_parse_and_move_when_jobs_run() {
     let worker_url = format!("http://127.0.0.1:{port}/metrics");
 
     let api_before = scrape(&app.client, &api_url).await;
-    // The worker's listener is up once its sandbox self-test has recorded a start.
+    // The worker takes jobs once its sandbox self-tests have recorded their starts: one cold,
+    // and one warm unless sandboxes are cold.
+    let self_tests = if crate::app::warm_sandboxes() {
+        2.0
+    } else {
+        1.0
+    };
     let worker_before = scrape_until(&app.client, &worker_url, Duration::from_secs(20), |m| {
-        m.value("runbox_sandbox_start_seconds_count", &[]) >= 1.0
+        m.value("runbox_sandbox_start_seconds_count", &[]) >= self_tests
     })
     .await;
 

@@ -237,7 +237,10 @@ impl Cgroups {
                                 let allowed = match spec.slot {
                                     Some(slot) => pinned_cpu(cpus, slot).map(|cpu| cpu.to_string()),
                                     None => (!cpus.is_empty()).then(|| {
-                                        cpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+                                        cpus.iter()
+                                            .map(u32::to_string)
+                                            .collect::<Vec<_>>()
+                                            .join(",")
                                     }),
                                 }
                                 .ok_or_else(|| io::Error::other("the runbox cpuset has no CPUs"))?;
