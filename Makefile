@@ -41,11 +41,13 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 ## test: provision, format check, clippy, unit and end-to-end tests with real nsjail; the
-## end-to-end suite runs once on SQLite and once on Postgres (TEST_POSTGRES_URL, default the
-## local server; each test creates and drops its own database)
+## end-to-end suite (escape suite included) runs with warm sandboxes (the default) and again
+## cold, and once more on Postgres (TEST_POSTGRES_URL, default the local server; each test
+## creates and drops its own database)
 test: provision devtools lint
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) nextest run --workspace --locked --no-fail-fast -E 'not test(/^chaos::/)'
+	SANDBOX_MODE=cold $(CARGO) nextest run -p api --test api --locked --no-fail-fast -E 'not test(/^chaos::/) and not test(/^warm::/)'
 	TEST_STORE=postgres $(CARGO) nextest run -p api --test api --locked --no-fail-fast -E 'not test(/^chaos::/) and not test(/^escape::/)'
 
 ## e2e: the playground page (GET /) in headless Chromium against a real API and worker;

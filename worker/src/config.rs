@@ -127,9 +127,34 @@ pub enum ExecutorKind {
     Noop,
 }
 
+/// How sandboxes start; both give each job a fresh sandbox of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxMode {
+    /// Each job's sandbox is forked from a template that has Python, the harness and
+    /// numpy/pandas loaded (see docs/warm-sandboxes.md); jobs run cold while no template is
+    /// ready, and all of them where templates cannot run.
+    Warm,
+    /// nsjail and Python start afresh for every job.
+    Cold,
+}
+
 /// How each sandbox is built.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SandboxConfig {
+    /// `warm` (default): fork each job's sandbox from a pre-loaded template; `cold`: start
+    /// nsjail and Python per job.
+    #[arg(long, env = "SANDBOX_MODE", value_enum, default_value = "warm")]
+    pub mode: SandboxMode,
+
+    /// Jobs a warm template serves before it is replaced by a fresh one (which renews the
+    /// hash seed and memory layout its children share).
+    #[arg(long, env = "SANDBOX_TEMPLATE_MAX_JOBS", default_value_t = 5000)]
+    pub template_max_jobs: u32,
+
+    /// Seconds a warm template serves before it is replaced.
+    #[arg(long, env = "SANDBOX_TEMPLATE_MAX_AGE_SECS", default_value_t = 600)]
+    pub template_max_age_secs: u64,
+
     /// The nsjail binary.
     #[arg(long, env = "NSJAIL_PATH", default_value = "/opt/runbox/bin/nsjail")]
     pub nsjail_path: PathBuf,
@@ -151,8 +176,9 @@ pub struct SandboxConfig {
     #[arg(long, env = "RESULT_LIMIT_BYTES", default_value_t = 1 << 20)]
     pub result_limit_bytes: usize,
 
-    /// First outside uid/gid used for sandboxes; slot n uses base + n, so concurrent jobs
-    /// never share a uid. Give each worker on a host its own range.
+    /// First outside uid/gid used for sandboxes; slot n's jobs run as base + n, so concurrent
+    /// jobs never share a uid, and (warm mode) its templates as base + concurrency + n. Give
+    /// each worker on a host its own range of 2 × concurrency ids.
     #[arg(long, env = "SANDBOX_UID_BASE", default_value_t = 100_000)]
     pub uid_base: u32,
 
@@ -171,6 +197,19 @@ pub struct SandboxConfig {
 }
 
 impl SandboxConfig {
+    /// The outside uid and gid of slot `slot`'s jobs.
+    #[must_use]
+    pub fn job_uid(&self, slot: usize) -> u32 {
+        self.uid_base
+            .saturating_add(u32::try_from(slot).unwrap_or(u32::MAX))
+    }
+
+    /// The outside uid and gid of slot `slot`'s warm templates, above every slot's job uid.
+    #[must_use]
+    pub fn template_uid(&self, concurrency: usize, slot: usize) -> u32 {
+        self.job_uid(concurrency.saturating_add(slot))
+    }
+
     /// The interpreter inside the runtime.
     #[must_use]
     pub fn python(&self) -> PathBuf {

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use shared::store::{self, Schema};
+use shared::store::{self, JobStore, Schema, StoreError};
 use tokio_util::sync::CancellationToken;
-use worker::config::{ExecutorKind, MetricsAddr, WorkerConfig};
+use worker::config::{ExecutorKind, MetricsAddr, SandboxMode, WorkerConfig};
 use worker::noop::NoopExecutor;
 use worker::runner::{self, RunnerSettings};
+use worker::sandbox::warm::WarmExecutor;
 use worker::sandbox::{Executor, NsjailExecutor};
 
 #[tokio::main]
@@ -32,13 +33,20 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    let executor: Arc<dyn Executor> = match config.executor {
-        ExecutorKind::Nsjail => {
+    let executor: Arc<dyn Executor> = match (config.executor, config.sandbox.mode) {
+        (ExecutorKind::Nsjail, SandboxMode::Cold) => {
             let executor = NsjailExecutor::new(config.sandbox.clone()).context("sandbox setup")?;
             executor.self_test().await.context("sandbox check")?;
             Arc::new(executor)
         }
-        ExecutorKind::Noop => {
+        (ExecutorKind::Nsjail, SandboxMode::Warm) => {
+            let mut executor = WarmExecutor::start(config.sandbox.clone(), config.concurrency())
+                .await
+                .context("sandbox setup")?;
+            executor.self_test().await.context("sandbox check")?;
+            Arc::new(executor)
+        }
+        (ExecutorKind::Noop, _) => {
             tracing::warn!(
                 "BENCHMARK MODE (WORKER_EXECUTOR=noop): jobs are marked succeeded without \
                  running their scripts"
@@ -46,13 +54,7 @@ async fn main() -> anyhow::Result<()> {
             Arc::new(NoopExecutor)
         }
     };
-    let store = store::connect(
-        &config.store.database_url,
-        Schema::RequireCurrent,
-        &config.store.options(true, false),
-    )
-    .await
-    .context("opening the job store")?;
+    let store = open_store(&config).await.context("opening the job store")?;
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -75,6 +77,29 @@ async fn main() -> anyhow::Result<()> {
     .await;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Opens the store, waiting while the database is unreachable or not yet migrated (a worker
+/// may start before its database, or before the API that migrates it); other errors, such as
+/// an unsupported URL, end the worker at once.
+async fn open_store(config: &WorkerConfig) -> Result<Arc<dyn JobStore>, StoreError> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match store::connect(
+            &config.store.database_url,
+            Schema::RequireCurrent,
+            &config.store.options(true, false),
+        )
+        .await
+        {
+            Err(e @ (StoreError::Database(_) | StoreError::Schema(_))) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "job store not available yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            opened => return opened,
+        }
+    }
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

@@ -25,6 +25,9 @@ const RESULTS_DISCARDED: &str = "runbox_results_discarded_total";
 const QUEUE_WAIT: &str = "runbox_job_queue_wait_seconds";
 const RUN_DURATION: &str = "runbox_job_run_seconds";
 const SANDBOX_START: &str = "runbox_sandbox_start_seconds";
+const WARM_STARTS: &str = "runbox_sandbox_warm_starts_total";
+const COLD_STARTS: &str = "runbox_sandbox_cold_starts_total";
+const TEMPLATE_RESTARTS: &str = "runbox_sandbox_template_restarts_total";
 const LEASES_LOST: &str = "runbox_leases_lost_total";
 const JOBS_REAPED: &str = "runbox_jobs_reaped_total";
 
@@ -39,9 +42,9 @@ const RUN_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 90.0,
 ];
 
-/// Normally 50 to 100 ms; more on a loaded host.
+/// Warm: well under a millisecond to a few; cold: 50 to 100 ms, more on a loaded host.
 const SANDBOX_START_BUCKETS: &[f64] = &[
-    0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5,
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5,
 ];
 
 const HISTOGRAMS: &[Buckets] = &[
@@ -79,9 +82,28 @@ pub fn install() -> PrometheusHandle {
     describe_histogram!(
         SANDBOX_START,
         Unit::Seconds,
-        "Time from spawning nsjail until the harness starts the script's code (namespaces, \
-         mounts, cgroup, Python start-up, compiling the script); jobs whose script never \
+        "Time from handing a job to its sandbox until the harness starts the script's code \
+         (warm: writing the script to a forked child, compiling it; cold: also nsjail's \
+         namespaces, mounts and Python's start-up), by `mode`; jobs whose script never \
          starts (syntax errors, broken sandboxes) are not counted."
+    );
+    describe_counter!(
+        WARM_STARTS,
+        "Jobs run in a child forked from a warm template, by the template's `kind` (`light`, \
+         or `scientific` with numpy and pandas loaded)."
+    );
+    describe_counter!(
+        COLD_STARTS,
+        "Jobs run in a sandbox started from scratch, by `reason`: `cold_mode` \
+         (SANDBOX_MODE=cold), `no_template` (none ready: starting, or failed to start), \
+         `template_failed` (it failed as the job was handed over; the job then ran cold), \
+         `warm_unavailable` (the warm self-test failed on this host), or `self_test` (the \
+         worker's start-up check)."
+    );
+    describe_counter!(
+        TEMPLATE_RESTARTS,
+        "Warm templates started to replace another, by `kind` and `reason`: `max_jobs`, \
+         `max_age`, `failed` (died or broke protocol) or `missing` (an earlier start failed)."
     );
     describe_counter!(
         LEASES_LOST,
@@ -176,9 +198,24 @@ pub fn jobs_reaped(reaped: &Reaped) {
     counter!(JOBS_REAPED, "outcome" => "failed").increment(reaped.failed);
 }
 
-/// Records how long the sandbox took to start the script.
-pub fn sandbox_started(took: Duration) {
-    histogram!(SANDBOX_START).record(took);
+/// Records how long the sandbox took to start the script, on the `warm` or `cold` path.
+pub fn sandbox_started(mode: &'static str, took: Duration) {
+    histogram!(SANDBOX_START, "mode" => mode).record(took);
+}
+
+/// Counts a job run on a warm template of `kind`.
+pub fn warm_start(kind: crate::sandbox::warm::Kind) {
+    counter!(WARM_STARTS, "kind" => kind.as_str()).increment(1);
+}
+
+/// Counts a job run in a sandbox started from scratch.
+pub fn cold_start(reason: &'static str) {
+    counter!(COLD_STARTS, "reason" => reason).increment(1);
+}
+
+/// Counts a template started to replace another.
+pub fn template_restart(kind: crate::sandbox::warm::Kind, reason: &'static str) {
+    counter!(TEMPLATE_RESTARTS, "kind" => kind.as_str(), "reason" => reason).increment(1);
 }
 
 #[cfg(test)]

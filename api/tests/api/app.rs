@@ -104,6 +104,12 @@ fn capture_logs(command: &mut Command, dir: &std::path::Path, name: &str) {
         .stderr(file);
 }
 
+/// Whether the workers the tests start fork jobs from warm templates: `SANDBOX_MODE` as the
+/// worker reads it (its default is warm). `make test` runs the escape suite both ways.
+pub fn warm_sandboxes() -> bool {
+    std::env::var("SANDBOX_MODE").map_or(true, |mode| mode != "cold")
+}
+
 /// The directory holding the built `api` and `worker` binaries.
 fn bin_dir() -> PathBuf {
     let api = PathBuf::from(env!("CARGO_BIN_EXE_api"));

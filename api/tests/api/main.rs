@@ -15,3 +15,4 @@ mod reliability;
 mod request_ids;
 mod scale;
 mod validate;
+mod warm;

@@ -19,7 +19,7 @@ struct Sample {
 
 /// A scrape, checked line by line.
 #[derive(Debug)]
-struct Exposition {
+pub(crate) struct Exposition {
     samples: Vec<Sample>,
     types: HashMap<String, String>,
 }
@@ -27,7 +27,7 @@ struct Exposition {
 impl Exposition {
     /// The sum of the samples named `name` whose labels include all of `labels` (0 when there
     /// are none: a counter appears once first incremented).
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.samples
             .iter()
             .filter(|s| s.name == name)
@@ -219,7 +219,7 @@ fn parse_strictly(text: &str) -> Exposition {
 /// `GET url` as Prometheus would, parsed by `prometheus-parse` and line by line; the two
 /// must agree on every counter and gauge `prometheus-parse` reads. (It skips lines whose label
 /// values contain `}`, such as `route="/jobs/{id}"`, hence the strict parser.)
-async fn scrape(client: &reqwest::Client, url: &str) -> Exposition {
+pub(crate) async fn scrape(client: &reqwest::Client, url: &str) -> Exposition {
     let response = client.get(url).send().await.expect("scrape sent");
     assert_eq!(response.status(), StatusCode::OK, "{url}");
     let content_type = response
@@ -259,7 +259,7 @@ async fn scrape(client: &reqwest::Client, url: &str) -> Exposition {
 }
 
 /// Scrapes `url` until `ready` holds, or fails after `limit`.
-async fn scrape_until(
+pub(crate) async fn scrape_until(
     client: &reqwest::Client,
     url: &str,
     limit: Duration,
@@ -294,9 +294,15 @@ async fn api_and_worker_metrics_parse_and_move_when_jobs_run() {
     let worker_url = format!("http://127.0.0.1:{port}/metrics");
 
     let api_before = scrape(&app.client, &api_url).await;
-    // The worker's listener is up once its sandbox self-test has recorded a start.
+    // The worker takes jobs once its sandbox self-tests have recorded their starts: one cold,
+    // and one warm unless sandboxes are cold.
+    let self_tests = if crate::app::warm_sandboxes() {
+        2.0
+    } else {
+        1.0
+    };
     let worker_before = scrape_until(&app.client, &worker_url, Duration::from_secs(20), |m| {
-        m.value("runbox_sandbox_start_seconds_count", &[]) >= 1.0
+        m.value("runbox_sandbox_start_seconds_count", &[]) >= self_tests
     })
     .await;
 

@@ -94,8 +94,12 @@ pub struct JobSpec {
     pub memory_bytes: u64,
     /// Processes and threads the script may have, itself included.
     pub max_processes: u32,
-    /// The execution slot; picks the CPU the job is pinned to.
-    pub slot: usize,
+    /// Tasks of the sandbox itself in the cgroup besides the script's: 1 for nsjail on the
+    /// cold path, none for a warm child, which enters its cgroup alone.
+    pub supervisors: u32,
+    /// The execution slot; picks the CPU the job is pinned to. `None`: any CPU (a warm
+    /// template, whose work for the next job should not compete with its slot's job).
+    pub slot: Option<usize>,
 }
 
 /// Counters read from a job's cgroup after it ended.
@@ -187,7 +191,7 @@ impl Cgroups {
                 // accounting have no such file.
                 let _ = fs::write(dir.join("memory.swap.max"), "0");
                 fs::write(dir.join("pids.max"), pids_max(spec).to_string())?;
-                if let Some(cpu) = pinned_cpu(cpus, spec.slot) {
+                if let Some(cpu) = spec.slot.and_then(|slot| pinned_cpu(cpus, slot)) {
                     pin(&dir, cpu);
                 }
                 // No cgroup.subtree_control here: the job's cgroup holds processes, and v2
@@ -230,10 +234,17 @@ impl Cgroups {
                             Controller::Cpuset => {
                                 // A v1 cpuset takes no task until it has memory nodes and CPUs.
                                 fs::write(dir.join("cpuset.mems"), mems)?;
-                                let cpu = pinned_cpu(cpus, spec.slot).ok_or_else(|| {
-                                    io::Error::other("the runbox cpuset has no CPUs")
-                                })?;
-                                fs::write(dir.join("cpuset.cpus"), cpu.to_string())?;
+                                let allowed = match spec.slot {
+                                    Some(slot) => pinned_cpu(cpus, slot).map(|cpu| cpu.to_string()),
+                                    None => (!cpus.is_empty()).then(|| {
+                                        cpus.iter()
+                                            .map(u32::to_string)
+                                            .collect::<Vec<_>>()
+                                            .join(",")
+                                    }),
+                                }
+                                .ok_or_else(|| io::Error::other("the runbox cpuset has no CPUs"))?;
+                                fs::write(dir.join("cpuset.cpus"), allowed)?;
                             }
                             // A fresh cgroup already has the default share and counts CPU.
                             Controller::Cpu | Controller::Cpuacct => {}
@@ -246,9 +257,9 @@ impl Cgroups {
     }
 }
 
-/// nsjail runs inside the job's cgroup and is one task of it; the script gets the rest.
+/// The script's processes plus the sandbox's own tasks in the cgroup.
 fn pids_max(spec: &JobSpec) -> u32 {
-    spec.max_processes.saturating_add(1)
+    spec.max_processes.saturating_add(spec.supervisors)
 }
 
 /// Slot n runs on the n-th CPU (wrapping), so a job that keeps every CPU busy with its
@@ -437,6 +448,36 @@ pub struct JobCgroup {
 }
 
 impl JobCgroup {
+    /// The `cgroup.procs` file of each directory; a process that writes `0` to one it was
+    /// given open moves itself there (how a warm child enters its job's cgroup).
+    #[must_use]
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .map(|d| d.path.join("cgroup.procs"))
+            .collect()
+    }
+
+    /// Sets the memory limit, for a cgroup made before its job was known.
+    ///
+    /// # Errors
+    /// When the limit cannot be written (v1 refuses one below current usage).
+    pub fn set_memory_limit(&self, bytes: u64) -> io::Result<()> {
+        let Some(dir) = self.dir_with(Controller::Memory) else {
+            return Ok(());
+        };
+        let file = if self.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        fs::write(dir.join(file), bytes.to_string())?;
+        if !self.v2 {
+            let _ = fs::write(dir.join("memory.memsw.limit_in_bytes"), bytes.to_string());
+        }
+        Ok(())
+    }
+
     /// A command that starts `program args` inside this cgroup (see [`ENTER_SCRIPT`]).
     #[must_use]
     pub fn command(&self, program: &Path, args: &[std::ffi::OsString]) -> tokio::process::Command {
@@ -603,13 +644,21 @@ mod tests {
     }
 
     #[test]
-    fn nsjail_counts_as_one_task_of_the_job() {
-        let spec = JobSpec {
+    fn nsjail_counts_as_one_task_of_the_job_and_a_warm_child_as_none() {
+        let cold = JobSpec {
             memory_bytes: 1 << 28,
             max_processes: 64,
-            slot: 0,
+            supervisors: 1,
+            slot: Some(0),
         };
-        assert_eq!(pids_max(&spec), 65);
+        assert_eq!(pids_max(&cold), 65);
+        assert_eq!(
+            pids_max(&JobSpec {
+                supervisors: 0,
+                ..cold
+            }),
+            64
+        );
     }
 
     /// Both layouts are exercised on a directory tree that mimics cgroupfs (files the kernel
@@ -652,7 +701,8 @@ mod tests {
         let spec = JobSpec {
             memory_bytes: 64 << 20,
             max_processes: 64,
-            slot: 5,
+            supervisors: 1,
+            slot: Some(5),
         };
         let job = cgroups
             .create_job("job-1", &spec)
@@ -720,7 +770,8 @@ mod tests {
         let spec = JobSpec {
             memory_bytes: 256 << 20,
             max_processes: 64,
-            slot: 1,
+            supervisors: 1,
+            slot: Some(1),
         };
         let job = cgroups
             .create_job("job-1", &spec)

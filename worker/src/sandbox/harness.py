@@ -1,9 +1,12 @@
 """Runs one submitted script inside the sandbox and reports how it went.
 
-The worker mounts the script at SCRIPT_PATH and gives this process a pipe on the file
-descriptor named by RUNBOX_RESULT_FD, and the job's CPU time limit in RUNBOX_CPU_LIMIT_SECS;
-both variables are removed before the script runs. Exactly one JSON record is written there, and only by
-this harness once main() has returned or failed: the script's own stdout is never parsed.
+Cold path: nsjail starts `python3 harness.py`; the worker mounts the script at SCRIPT_PATH, gives
+this process a pipe on the file descriptor named by RUNBOX_RESULT_FD, the job's CPU time limit in
+RUNBOX_CPU_LIMIT_SECS and the seccomp policy in RUNBOX_SECCOMP; the variables are removed and the
+policy installed before the script runs. Warm path: a template (template.py) imports this module
+once and each of its children calls `run_job` with the script it was sent. Either way exactly one
+JSON record is written on the result channel, and only by this harness once main() has returned
+or failed: the script's own stdout is never parsed.
 
 Record shapes:
   {"ok": true, "started_ns": T, "result": <main()'s return value>}
@@ -11,16 +14,16 @@ Record shapes:
    "started_ns": T?}
 T is CLOCK_MONOTONIC in nanoseconds when the script's code began to run (absent when it never
 did), so the worker can tell how long the sandbox took to start.
+
+Only what every job needs is imported up front: asyncio, inspect and traceback cost tens of
+milliseconds and are imported when a script needs them (an async main, an exception).
 """
 
-import asyncio
-import inspect
 import json
 import os
 import resource
 import sys
 import time
-import traceback
 import types
 
 SCRIPT_PATH = "/job/script.py"
@@ -32,24 +35,52 @@ script_started_ns = None
 
 
 def open_result_channel():
-    fd = int(os.environ.pop("RUNBOX_RESULT_FD"))
-    # Keep the channel out of any child the script starts.
-    os.set_inheritable(fd, False)
-    return fd
+    return int(os.environ.pop("RUNBOX_RESULT_FD"))
 
 
-def lower_cpu_limit():
-    """Sets RLIMIT_CPU's soft limit to the job's CPU time limit.
+def lower_cpu_limit(seconds):
+    """Sets RLIMIT_CPU's soft limit to the job's CPU time limit, the hard one a second later.
 
-    nsjail sets soft and hard limit alike, one second above the job's; at the hard limit the
-    kernel sends SIGKILL, which says nothing about why. Past the soft limit it sends SIGXCPU,
-    which the worker reports as a timeout. Children inherit the limit."""
-    seconds = int(float(os.environ.pop("RUNBOX_CPU_LIMIT_SECS", "0")))
+    At the hard limit the kernel sends SIGKILL, which says nothing about why. Past the soft
+    limit it sends SIGXCPU, which the worker reports as a timeout. Children inherit the limit."""
     if seconds <= 0:
         return
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    if hard == resource.RLIM_INFINITY or seconds < hard:
-        resource.setrlimit(resource.RLIMIT_CPU, (seconds, hard))
+    if hard == resource.RLIM_INFINITY or seconds + 1 < hard:
+        hard = seconds + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (min(seconds, hard), hard))
+
+
+def prepare_seccomp(policy):
+    """The worker's seccomp programs (hex, comma-separated, in order) as `struct sock_fprog`s
+    ready for `install_seccomp`; a warm template prepares them once for all its children."""
+    import ctypes
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    prepared = []
+    for program in policy.split(","):
+        code = bytes.fromhex(program)
+        buffer = ctypes.create_string_buffer(code, len(code))
+        # The buffer is kept with its program: the kernel copies it only at install time.
+        prepared.append((SockFprog(len(code) // 8, ctypes.cast(buffer, ctypes.c_void_p)), buffer))
+    return ctypes.CDLL(None, use_errno=True), prepared
+
+
+def install_seccomp(prepared):
+    """Installs prepared programs on this thread and every process and thread it starts.
+    no_new_privs is already set (nsjail sets it, and it is inherited), which lets an
+    unprivileged process install filters. A failure raises: the script never runs without
+    its policy."""
+    import ctypes
+
+    libc, programs = prepared
+    pr_set_seccomp, seccomp_mode_filter = 22, 2
+    for fprog, _ in programs:
+        if libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"installing the seccomp policy failed: {os.strerror(errno)}")
 
 
 def send(fd, record):
@@ -81,6 +112,8 @@ def failure(kind, message, **extra):
 
 def user_traceback(exc):
     """The traceback of `exc` without the harness's own frames."""
+    import traceback
+
     te = traceback.TracebackException.from_exception(exc)
     frames = list(te.stack)
     while frames and os.path.abspath(frames[0].filename) == HARNESS_FILE:
@@ -160,17 +193,16 @@ def run(source):
         script_started_ns = time.monotonic_ns()
         exec(code, module.__dict__)
         main = module.__dict__.get("main")
-        if not callable(main) or inspect.isclass(main):
+        if not callable(main) or isinstance(main, type):
             return failure(
                 "missing_main",
                 "script does not define a function `main` at the top level",
             )
-        if inspect.iscoroutinefunction(main):
-            value = asyncio.run(main())
-        else:
-            value = main()
-            if inspect.iscoroutine(value):
-                value = asyncio.run(value)
+        value = main()
+        if isinstance(value, types.CoroutineType):
+            import asyncio
+
+            value = asyncio.run(value)
     except SystemExit as exc:
         return exit_failure(exc)
     except BaseException as exc:  # the script's exception is the job's outcome
@@ -183,13 +215,24 @@ def run(source):
     return '{"ok": true, "started_ns": ' + str(script_started_ns) + ', "result": ' + text + "}"
 
 
+def run_job(fd, source, cpu_limit_secs, policy):
+    """Runs `source` in this process, already inside the job's sandbox, and reports on `fd`;
+    `policy` comes from `prepare_seccomp`."""
+    # Keep the channel out of any program the script starts.
+    os.set_inheritable(fd, False)
+    lower_cpu_limit(cpu_limit_secs)
+    sys.argv = [SCRIPT_PATH]
+    install_seccomp(policy)
+    send(fd, run(source))
+
+
 def main():
     fd = open_result_channel()
-    lower_cpu_limit()
-    sys.argv = [SCRIPT_PATH]
+    cpu_limit_secs = int(float(os.environ.pop("RUNBOX_CPU_LIMIT_SECS", "0")))
+    policy = prepare_seccomp(os.environ.pop("RUNBOX_SECCOMP"))
     with open(SCRIPT_PATH, encoding="utf-8", errors="surrogateescape") as handle:
         source = handle.read()
-    send(fd, run(source))
+    run_job(fd, source, cpu_limit_secs, policy)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-//! Running one job in a fresh nsjail sandbox, behind the [`Executor`] seam so other ways of
-//! running jobs (a pre-started pool, a no-op for queue benchmarks) fit in without a rewrite.
+//! Running one job in a fresh nsjail sandbox, behind the [`Executor`] seam: the cold path
+//! here starts nsjail and Python per job; [`warm`] forks each job's sandbox from a template
+//! that has Python and its heavy modules loaded. Both end in the same verdict.
 
 pub mod cgroup;
+pub mod seccomp;
 pub mod verdict;
+pub mod warm;
 
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
@@ -55,6 +58,11 @@ pub enum SandboxError {
          user, mount, pid and network namespaces; jobs are never run without the sandbox"
     )]
     SelfTest(String),
+    #[error(transparent)]
+    Policy(#[from] seccomp::PolicyError),
+    /// A warm template died, failed or answered out of protocol.
+    #[error("warm template: {0}")]
+    Template(String),
 }
 
 /// Runs one claimed job to an outcome. A script's failure is an `Outcome`, never an error.
@@ -69,7 +77,15 @@ pub trait Executor: Send + Sync + 'static {
 pub struct NsjailExecutor {
     config: SandboxConfig,
     cgroups: Cgroups,
+    /// The job's seccomp policy as the harness installs it (see [`seccomp::encoded`]).
+    policy: String,
 }
+
+/// The program that starts every nsjail: it sets a parent-death signal and then becomes
+/// nsjail, so when the worker dies, even by SIGKILL, nsjail and its jail die with it (nsjail
+/// gives its jail the same signal). Without it a jail lives on until its own time limit, and
+/// a job re-run elsewhere after its lease expired could overlap its earlier attempt.
+const PARENT_DEATH: [&str; 4] = ["/usr/bin/setpriv", "--pdeathsig", "KILL", "--"];
 
 /// Host paths of one job's scratch directory.
 struct JobFiles {
@@ -99,6 +115,14 @@ impl NsjailExecutor {
                 return Err(SandboxError::Missing { what, path, env });
             }
         }
+        if !Path::new(PARENT_DEATH[0]).exists() {
+            return Err(SandboxError::Missing {
+                what: "setpriv (util-linux)",
+                path: PathBuf::from(PARENT_DEATH[0]),
+                env: "PATH",
+            });
+        }
+        let policy = seccomp::encoded(seccomp::Policy::Job)?;
         let cgroups = Cgroups::detect(&config.cgroup_root);
         match &cgroups {
             Cgroups::Unavailable { reason } => tracing::warn!(
@@ -109,7 +133,11 @@ impl NsjailExecutor {
             ),
             other => tracing::info!(cgroups = %other.describe(), "per-job cgroups enabled"),
         }
-        Ok(Self { config, cgroups })
+        Ok(Self {
+            config,
+            cgroups,
+            policy,
+        })
     }
 
     /// Runs a trivial job end to end, and checks that the kernel refuses x32 system calls
@@ -118,31 +146,7 @@ impl NsjailExecutor {
     /// # Errors
     /// [`SandboxError::SelfTest`] with what went wrong.
     pub async fn self_test(&self) -> Result<(), SandboxError> {
-        let job = ClaimedJob {
-            lease: Lease {
-                job_id: shared::job::JobId::new(),
-                worker_id: "self-test".to_owned(),
-                attempt: 1,
-            },
-            created_at: chrono::Utc::now(),
-            script: SELF_TEST.to_owned(),
-            limits: Limits {
-                timeout: Duration::from_secs(30),
-                memory_mb: 256,
-            },
-            request_id: None,
-        };
-        let outcome = self.execute(&job, 0).await;
-        match outcome.result {
-            Ok(value) => check_self_test(&serde_json::from_str(value.get()).unwrap_or_default())
-                .map_err(SandboxError::SelfTest),
-            Err(failure) => Err(SandboxError::SelfTest(format!(
-                "{}: {}; stderr: {}",
-                failure.kind.as_str(),
-                failure.message,
-                outcome.stderr.text.trim()
-            ))),
-        }
+        judge_self_test(self.execute_cold(&self_test_job(), 0, "self_test").await)
     }
 
     fn prepare_files(&self, script: &str) -> std::io::Result<JobFiles> {
@@ -176,14 +180,11 @@ impl NsjailExecutor {
     ) -> Vec<OsString> {
         nsjail_args(&NsjailInvocation {
             config: &self.config,
-            limits,
-            outside_id: self
-                .config
-                .uid_base
-                .saturating_add(u32::try_from(slot).unwrap_or(u32::MAX)),
+            role: Role::Job { limits, in_cgroup },
+            job_uid: self.config.job_uid(slot),
             job_dir: &files.mounted,
             nsjail_log: &files.nsjail_log,
-            in_cgroup,
+            policy: &self.policy,
         })
     }
 
@@ -197,20 +198,14 @@ impl NsjailExecutor {
             &JobSpec {
                 memory_bytes: u64::from(job.limits.memory_mb) << 20,
                 max_processes: self.config.max_processes,
-                slot,
+                supervisors: 1,
+                slot: Some(slot),
             },
         )?;
         let args = self.args(job.limits, slot, &files, cgroup.is_some());
 
         let (result_reader, result_writer) = std::io::pipe()?;
-        let mut command = match &cgroup {
-            Some(cgroup) => cgroup.command(&self.config.nsjail_path, &args),
-            None => {
-                let mut command = Command::new(&self.config.nsjail_path);
-                command.args(&args);
-                command
-            }
-        };
+        let mut command = supervised_command(cgroup.as_ref(), &self.config.nsjail_path, &args);
         command
             .env_clear()
             .stdin(Stdio::null())
@@ -230,19 +225,12 @@ impl NsjailExecutor {
         // Our copy of the pipe's write end lives in `command`; drop it so the reader sees EOF
         // once the sandbox is gone.
         drop(command);
-
-        let output_limit = self.config.output_limit_bytes;
-        let stdout = child
-            .stdout
-            .take()
-            .map(|s| tokio::spawn(read_capped(s, output_limit)));
-        let stderr = child
-            .stderr
-            .take()
-            .map(|s| tokio::spawn(read_capped(s, output_limit)));
-        let record_limit = self.config.result_limit_bytes.saturating_add(4096);
-        let result_pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(result_reader.into())?;
-        let record = tokio::spawn(read_capped(result_pipe, record_limit));
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(SandboxError::Io(std::io::Error::other(
+                "nsjail has no output pipes",
+            )));
+        };
+        let streams = Streams::start(&self.config, stdout, stderr, result_reader)?;
 
         let (status, timed_out) = match tokio::time::timeout(job.limits.timeout, child.wait()).await
         {
@@ -259,30 +247,10 @@ impl NsjailExecutor {
             }
         };
         let wall = started.elapsed();
-        // The jail's processes may still be dying; the job is over only when none is left,
-        // and only then are its counters final.
-        if let Some(cgroup) = &cgroup {
-            if !cgroup.settle(SETTLE_GRACE).await {
-                tracing::error!(job_id = %job.lease.job_id, "processes of the job survived SIGKILL");
-            }
-        }
-
-        let stdout = collect(stdout).await;
-        let stderr = collect(stderr).await;
-        let record = match collect(Some(record)).await {
-            (_, true) => Record::TooLarge,
-            (bytes, false) if bytes.is_empty() => Record::Missing,
-            (bytes, false) => Record::Written(bytes),
-        };
-        if let (Record::Written(bytes), Some(spawned), Some(now)) =
-            (&record, spawned_ns, monotonic_ns())
-        {
-            if let Some(took) = script_start_delay(bytes, spawned, now) {
-                crate::metrics::sandbox_started(took);
-            }
-        }
+        settle(cgroup.as_ref(), job).await;
+        let (stdout, stderr, record) = streams.finish("cold", spawned_ns).await;
         let usage = cgroup.as_ref().map(JobCgroup::usage).unwrap_or_default();
-        drop(cgroup);
+        discard(cgroup);
         let nsjail_log = std::fs::read_to_string(&files.nsjail_log).unwrap_or_default();
         drop(files.root);
 
@@ -298,27 +266,142 @@ impl NsjailExecutor {
                 tracing::error!(job_id = %job.lease.job_id, log = %nsjail_log.trim(), "nsjail failed");
             }
         }
-        let verdict = judge(&RunReport {
-            jail,
-            timed_out,
-            timeout: job.limits.timeout,
-            memory_mb: job.limits.memory_mb,
-            memory_limit_hit: usage.memory_limit_hit,
-            record,
-            result_limit_bytes: self.config.result_limit_bytes,
-        });
-        Ok(Outcome {
-            result: verdict.result,
-            stdout: to_output(stdout),
-            stderr: to_output(stderr),
-            usage: to_usage(wall, usage, verdict.exit_code, verdict.signal),
-        })
+        Ok(conclude(
+            &self.config,
+            job,
+            Ended {
+                jail,
+                timed_out,
+                wall,
+                stdout,
+                stderr,
+                record,
+                usage,
+            },
+        ))
     }
 }
 
-#[async_trait]
-impl Executor for NsjailExecutor {
-    async fn execute(&self, job: &ClaimedJob, slot: usize) -> Outcome {
+/// A command that starts `program args` under [`PARENT_DEATH`], inside `cgroup` if there is
+/// one.
+fn supervised_command(cgroup: Option<&JobCgroup>, program: &Path, args: &[OsString]) -> Command {
+    let mut supervised: Vec<OsString> = PARENT_DEATH.iter().skip(1).map(OsString::from).collect();
+    supervised.push(program.as_os_str().to_owned());
+    supervised.extend(args.iter().cloned());
+    let setpriv = Path::new(PARENT_DEATH[0]);
+    match cgroup {
+        Some(cgroup) => cgroup.command(setpriv, &supervised),
+        None => {
+            let mut command = Command::new(setpriv);
+            command.args(&supervised);
+            command
+        }
+    }
+}
+
+/// Removes a finished job's cgroup off the job's path (a directory per v1 hierarchy).
+fn discard(cgroup: Option<JobCgroup>) {
+    if let Some(cgroup) = cgroup {
+        tokio::task::spawn_blocking(move || drop(cgroup));
+    }
+}
+
+/// The job is over only when no process of it is left, and only then are its counters final.
+async fn settle(cgroup: Option<&JobCgroup>, job: &ClaimedJob) {
+    if let Some(cgroup) = cgroup {
+        if !cgroup.settle(SETTLE_GRACE).await {
+            tracing::error!(job_id = %job.lease.job_id, "processes of the job survived SIGKILL");
+        }
+    }
+}
+
+/// The readers of a running sandbox's stdout, stderr and result pipe. They read past the caps
+/// so the script never blocks on a full pipe.
+struct Streams {
+    stdout: tokio::task::JoinHandle<(Vec<u8>, bool)>,
+    stderr: tokio::task::JoinHandle<(Vec<u8>, bool)>,
+    record: tokio::task::JoinHandle<(Vec<u8>, bool)>,
+}
+
+impl Streams {
+    fn start(
+        config: &SandboxConfig,
+        stdout: impl AsyncRead + Unpin + Send + 'static,
+        stderr: impl AsyncRead + Unpin + Send + 'static,
+        result: std::io::PipeReader,
+    ) -> std::io::Result<Self> {
+        let output_limit = config.output_limit_bytes;
+        let record_limit = config.result_limit_bytes.saturating_add(4096);
+        let result = tokio::net::unix::pipe::Receiver::from_owned_fd(result.into())?;
+        Ok(Self {
+            stdout: tokio::spawn(read_capped(stdout, output_limit)),
+            stderr: tokio::spawn(read_capped(stderr, output_limit)),
+            record: tokio::spawn(read_capped(result, record_limit)),
+        })
+    }
+
+    /// What was read, once the sandbox is gone. `started_from` is when the sandbox was
+    /// handed its job, for the start-up time metric.
+    async fn finish(
+        self,
+        mode: &'static str,
+        started_from: Option<u64>,
+    ) -> (Captured, Captured, Record) {
+        let stdout = collect(self.stdout).await;
+        let stderr = collect(self.stderr).await;
+        let record = match collect(self.record).await {
+            (_, true) => Record::TooLarge,
+            (bytes, false) if bytes.is_empty() => Record::Missing,
+            (bytes, false) => Record::Written(bytes),
+        };
+        if let (Record::Written(bytes), Some(from), Some(now)) =
+            (&record, started_from, monotonic_ns())
+        {
+            if let Some(took) = script_start_delay(bytes, from, now) {
+                crate::metrics::sandbox_started(mode, took);
+            }
+        }
+        (stdout, stderr, record)
+    }
+}
+
+/// Bytes read from a stream and whether more were dropped.
+type Captured = (Vec<u8>, bool);
+
+/// Everything known about a sandbox run once it is over.
+struct Ended {
+    jail: verdict::JailExit,
+    timed_out: bool,
+    wall: Duration,
+    stdout: Captured,
+    stderr: Captured,
+    record: Record,
+    usage: CgroupUsage,
+}
+
+/// The job's outcome from how its sandbox ended, the same for cold and warm runs.
+fn conclude(config: &SandboxConfig, job: &ClaimedJob, ended: Ended) -> Outcome {
+    let verdict = judge(&RunReport {
+        jail: ended.jail,
+        timed_out: ended.timed_out,
+        timeout: job.limits.timeout,
+        memory_mb: job.limits.memory_mb,
+        memory_limit_hit: ended.usage.memory_limit_hit,
+        record: ended.record,
+        result_limit_bytes: config.result_limit_bytes,
+    });
+    Outcome {
+        result: verdict.result,
+        stdout: to_output(ended.stdout),
+        stderr: to_output(ended.stderr),
+        usage: to_usage(ended.wall, ended.usage, verdict.exit_code, verdict.signal),
+    }
+}
+
+impl NsjailExecutor {
+    /// Runs `job` cold, counted as a cold start for `reason`.
+    async fn execute_cold(&self, job: &ClaimedJob, slot: usize, reason: &'static str) -> Outcome {
+        crate::metrics::cold_start(reason);
         match self.run(job, slot).await {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -326,6 +409,45 @@ impl Executor for NsjailExecutor {
                 Outcome::sandbox_error("the sandbox could not be set up for this job")
             }
         }
+    }
+}
+
+#[async_trait]
+impl Executor for NsjailExecutor {
+    async fn execute(&self, job: &ClaimedJob, slot: usize) -> Outcome {
+        self.execute_cold(job, slot, "cold_mode").await
+    }
+}
+
+/// The job every executor runs before taking any (see [`check_self_test`]).
+fn self_test_job() -> ClaimedJob {
+    ClaimedJob {
+        lease: Lease {
+            job_id: shared::job::JobId::new(),
+            worker_id: "self-test".to_owned(),
+            attempt: 1,
+        },
+        created_at: chrono::Utc::now(),
+        script: SELF_TEST.to_owned(),
+        limits: Limits {
+            timeout: Duration::from_secs(30),
+            memory_mb: 256,
+        },
+        request_id: None,
+    }
+}
+
+/// Judges how the self-test job went; the worker refuses to start when this fails.
+fn judge_self_test(outcome: Outcome) -> Result<(), SandboxError> {
+    match outcome.result {
+        Ok(value) => check_self_test(&serde_json::from_str(value.get()).unwrap_or_default())
+            .map_err(SandboxError::SelfTest),
+        Err(failure) => Err(SandboxError::SelfTest(format!(
+            "{}: {}; stderr: {}",
+            failure.kind.as_str(),
+            failure.message,
+            outcome.stderr.text.trim()
+        ))),
     }
 }
 
@@ -395,10 +517,7 @@ fn to_usage(
 
 /// Waits for a reader task, but not forever: a pipe held open by a stray process must not
 /// hold the job.
-async fn collect(task: Option<tokio::task::JoinHandle<(Vec<u8>, bool)>>) -> (Vec<u8>, bool) {
-    let Some(task) = task else {
-        return (Vec::new(), false);
-    };
+async fn collect(task: tokio::task::JoinHandle<Captured>) -> Captured {
     let abort = task.abort_handle();
     match tokio::time::timeout(DRAIN_GRACE, task).await {
         Ok(Ok(read)) => read,
@@ -430,39 +549,47 @@ async fn read_capped<R: AsyncRead + Unpin>(mut reader: R, cap: usize) -> (Vec<u8
     (kept, truncated)
 }
 
+/// What an nsjail is started for.
+enum Role<'a> {
+    /// One job: `harness.py` runs the script and the jail ends with it.
+    Job {
+        limits: Limits,
+        /// nsjail runs inside the job's cgroup, which holds the memory and process limits.
+        in_cgroup: bool,
+    },
+    /// A warm template (`template.py`), root of its jail's user namespace with its
+    /// capabilities there, which maps root to `template_uid` outside and the job uid 1000 to
+    /// the slot's job uid; it lives until the worker retires it.
+    Template {
+        template_uid: u32,
+        /// Modules imported before the first fork, comma-separated.
+        preload: &'a str,
+        /// The template's own seccomp policy.
+        template_policy: &'a str,
+    },
+}
+
 /// Inputs of one nsjail command line.
 struct NsjailInvocation<'a> {
     config: &'a SandboxConfig,
-    limits: Limits,
-    outside_id: u32,
+    role: Role<'a>,
+    /// The unprivileged outside uid (and gid) the script runs as.
+    job_uid: u32,
+    /// Mounted read-only at `/job`: the script and the harness, or the template's files.
     job_dir: &'a Path,
     nsjail_log: &'a Path,
-    /// nsjail runs inside the job's cgroup, which holds the memory and process limits.
-    in_cgroup: bool,
+    /// The job's seccomp policy.
+    policy: &'a str,
 }
 
-/// The nsjail command line for one job: the policy file plus the per-job flags.
+/// The nsjail command line: the policy file plus the flags of one job or template.
 fn nsjail_args(inv: &NsjailInvocation<'_>) -> Vec<OsString> {
     let runtime = inv.config.python_runtime.display().to_string();
-    let timeout_secs = inv.limits.timeout.as_secs_f64().ceil();
-    // CPU time may not exceed the wall-clock timeout: the harness lowers RLIMIT_CPU's soft
-    // limit to it (SIGXCPU, reported as a timeout). nsjail's wall-clock limit and the hard
-    // RLIMIT_CPU (SIGKILL) are a backstop one second later; the worker's clock decides.
-    let cpu_limit = format!("{timeout_secs}");
-    let backstop = format!("{}", timeout_secs + 1.0);
     let mut args: Vec<String> = vec![
         "--config".into(),
         inv.config.nsjail_config.display().to_string(),
         "--log".into(),
         inv.nsjail_log.display().to_string(),
-        "--time_limit".into(),
-        backstop.clone(),
-        "--rlimit_cpu".into(),
-        backstop,
-        "--user".into(),
-        format!("{INSIDE_ID}:{}", inv.outside_id),
-        "--group".into(),
-        format!("{INSIDE_ID}:{}", inv.outside_id),
         "--bindmount_ro".into(),
         format!("{runtime}:{runtime}"),
         "--bindmount_ro".into(),
@@ -470,33 +597,89 @@ fn nsjail_args(inv: &NsjailInvocation<'_>) -> Vec<OsString> {
         "--pass_fd".into(),
         RESULT_FD.to_string(),
     ];
-    for var in [
+    let mut env = vec![
         "PATH=/usr/bin:/bin".to_owned(),
         "HOME=/tmp".to_owned(),
         "LANG=C.UTF-8".to_owned(),
-        format!("RUNBOX_RESULT_FD={RESULT_FD}"),
-        format!("RUNBOX_CPU_LIMIT_SECS={cpu_limit}"),
-        // One thread per numeric library: the job's CPU and process limits are per job.
+        // One thread per numeric library: the job's CPU and process limits are per job, and
+        // a template must have no thread when it forks.
         "OPENBLAS_NUM_THREADS=1".to_owned(),
         "OMP_NUM_THREADS=1".to_owned(),
         "MKL_NUM_THREADS=1".to_owned(),
-    ] {
+        format!("RUNBOX_SECCOMP={}", inv.policy),
+    ];
+    let program = match &inv.role {
+        Role::Job { limits, in_cgroup } => {
+            let timeout_secs = limits.timeout.as_secs_f64().ceil();
+            // CPU time may not exceed the wall-clock timeout: the harness lowers RLIMIT_CPU's
+            // soft limit to it (SIGXCPU, reported as a timeout). nsjail's wall-clock limit and
+            // the hard RLIMIT_CPU (SIGKILL) are a backstop one second later; the worker's
+            // clock decides.
+            let backstop = format!("{}", timeout_secs + 1.0);
+            let ids = format!("{INSIDE_ID}:{}", inv.job_uid);
+            args.extend([
+                "--time_limit".into(),
+                backstop.clone(),
+                "--rlimit_cpu".into(),
+                backstop,
+                "--user".into(),
+                ids.clone(),
+                "--group".into(),
+                ids,
+            ]);
+            env.push(format!("RUNBOX_RESULT_FD={RESULT_FD}"));
+            env.push(format!("RUNBOX_CPU_LIMIT_SECS={timeout_secs}"));
+            if !in_cgroup {
+                // The fallback where no cgroup can be used (logged at worker start): address
+                // space instead of memory, and processes per outside uid, which is per slot,
+                // not per job.
+                args.push("--rlimit_as".into());
+                args.push(limits.memory_mb.to_string());
+                args.push("--rlimit_nproc".into());
+                args.push(inv.config.max_processes.to_string());
+            }
+            "/job/harness.py"
+        }
+        Role::Template {
+            template_uid,
+            preload,
+            template_policy,
+        } => {
+            let root = format!("0:{template_uid}");
+            let job = format!("{INSIDE_ID}:{}", inv.job_uid);
+            args.extend([
+                // The worker retires templates itself; 0 is no limit.
+                "--time_limit".into(),
+                "0".into(),
+                // Capabilities inside the jail's own user namespace only (uid 0 there is
+                // `template_uid` outside, an unprivileged user): what building each child's
+                // namespaces takes. Every child drops them all before its script runs.
+                "--keep_caps".into(),
+                "--user".into(),
+                root.clone(),
+                "--user".into(),
+                job.clone(),
+                "--group".into(),
+                root,
+                "--group".into(),
+                job,
+            ]);
+            env.push(format!("RUNBOX_CONTROL_FD={RESULT_FD}"));
+            env.push(format!("RUNBOX_PRELOAD={preload}"));
+            env.push(format!("RUNBOX_SECCOMP_TEMPLATE={template_policy}"));
+            env.push(format!("RUNBOX_JOB_UID={INSIDE_ID}"));
+            "/job/template.py"
+        }
+    };
+    for var in env {
         args.push("--env".into());
         args.push(var);
-    }
-    if !inv.in_cgroup {
-        // The fallback where no cgroup can be used (logged at worker start): address space
-        // instead of memory, and processes per outside uid, which is per slot, not per job.
-        args.push("--rlimit_as".into());
-        args.push(inv.limits.memory_mb.to_string());
-        args.push("--rlimit_nproc".into());
-        args.push(inv.config.max_processes.to_string());
     }
     args.push("--".into());
     args.push(inv.config.python().display().to_string());
     // -I: ignore PYTHON* variables and the user site; -B: no .pyc writes on a read-only
     // filesystem; -u: unbuffered, so output printed before a kill is not lost in a buffer.
-    for flag in ["-I", "-B", "-u", "/job/harness.py"] {
+    for flag in ["-I", "-B", "-u", program] {
         args.push(flag.into());
     }
     args.into_iter().map(OsString::from).collect()
@@ -512,14 +695,32 @@ mod tests {
     }
 
     fn args_for(limits: Limits, in_cgroup: bool) -> Vec<String> {
+        strings(&Role::Job { limits, in_cgroup })
+    }
+
+    fn strings(role: &Role<'_>) -> Vec<String> {
         let config = config();
         nsjail_args(&NsjailInvocation {
             config: &config,
-            limits,
-            outside_id: 100_003,
+            role: match role {
+                Role::Job { limits, in_cgroup } => Role::Job {
+                    limits: *limits,
+                    in_cgroup: *in_cgroup,
+                },
+                Role::Template {
+                    template_uid,
+                    preload,
+                    template_policy,
+                } => Role::Template {
+                    template_uid: *template_uid,
+                    preload,
+                    template_policy,
+                },
+            },
+            job_uid: 100_003,
             job_dir: Path::new("/tmp/runbox-job-x/job"),
             nsjail_log: Path::new("/tmp/runbox-job-x/nsjail.log"),
-            in_cgroup,
+            policy: "00",
         })
         .into_iter()
         .map(|a| a.to_string_lossy().into_owned())

@@ -1,0 +1,683 @@
+//! Warm sandboxes: per execution slot, templates (`template.py`, each in an nsjail of its own)
+//! that have Python, the harness and numpy/pandas loaded and fork one fresh, single-use
+//! sandbox per job. Design and threat model: `docs/warm-sandboxes.md`.
+//!
+//! Invariants kept here (the template keeps the rest, see the top of `template.py`):
+//! - a job is handed only to a child that reported ready (`R`) from a template whose every
+//!   answer so far followed the protocol; anything else retires the template;
+//! - each child gets pipes and a cgroup made for its job alone, destroyed after it;
+//! - a template that dies mid-job costs the job nothing: it runs again on the cold path;
+//! - templates are replaced after `SANDBOX_TEMPLATE_MAX_JOBS` jobs or
+//!   `SANDBOX_TEMPLATE_MAX_AGE_SECS`, off the job's path, and whenever one fails.
+
+use std::io::{IoSlice, Write as _};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use command_fds::{CommandFdExt, FdMapping};
+use nix::sys::socket::{
+    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr,
+};
+use shared::job::{ClaimedJob, Outcome};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::unix::pipe;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use super::cgroup::{Cgroups, JobCgroup, JobSpec};
+use super::verdict::JailExit;
+use super::{
+    conclude, monotonic_ns, nsjail_args, seccomp, settle, supervised_command, Ended, Executor,
+    NsjailExecutor, NsjailInvocation, Role, SandboxError, Streams, HARNESS, RESULT_FD,
+};
+use crate::config::SandboxConfig;
+
+/// The template program, embedded like the harness.
+const TEMPLATE: &str = include_str!("template.py");
+
+/// How long a template may take to import its modules and say it is ready.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a forked child may take to report ready once its job is waiting for it; it
+/// normally did long before the job arrived.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long after a kill the template may take to report how the child ended.
+const REPORT_GRACE: Duration = Duration::from_secs(5);
+
+/// After a template failed to start, how long before another is tried in its place.
+const RESTART_BACKOFF: Duration = Duration::from_secs(10);
+
+/// A template's own memory: the interpreter with numpy and pandas, and room for its children's
+/// start (pages they share with it stay charged here).
+const TEMPLATE_MEMORY_BYTES: u64 = 1 << 30;
+
+/// Tasks in a template's cgroup: nsjail, the template, and a child on its way to its own
+/// cgroup.
+const TEMPLATE_TASKS: u32 = 8;
+
+/// The memory limit a child's cgroup has until its job (and the job's limit) is known.
+const PENDING_MEMORY_BYTES: u64 = 256 << 20;
+
+/// What a template has loaded; a job goes to the lightest template that has what its script
+/// imports. A wrong guess costs time, never correctness: a child can import anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The harness and the standard library modules most scripts use.
+    Light,
+    /// Also numpy and pandas (about 60 MB more per fork, so only for scripts that use them).
+    Scientific,
+}
+
+impl Kind {
+    const ALL: [Self; 2] = [Self::Light, Self::Scientific];
+
+    fn index(self) -> usize {
+        match self {
+            Self::Light => 0,
+            Self::Scientific => 1,
+        }
+    }
+
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Light => "light",
+            Self::Scientific => "scientific",
+        }
+    }
+
+    fn preload(self) -> &'static str {
+        match self {
+            Self::Light => "json,math,random,re,collections,datetime",
+            Self::Scientific => "json,math,random,re,collections,datetime,numpy,pandas",
+        }
+    }
+
+    /// A textual look suffices: the name in a comment only costs the heavier fork.
+    #[must_use]
+    pub fn for_script(script: &str) -> Self {
+        if script.contains("numpy") || script.contains("pandas") {
+            Self::Scientific
+        } else {
+            Self::Light
+        }
+    }
+}
+
+/// What every template start needs; shared with the tasks that start replacements.
+#[derive(Debug)]
+struct Launcher {
+    config: SandboxConfig,
+    cgroups: Cgroups,
+    concurrency: usize,
+    job_policy: String,
+    template_policy: String,
+    /// Mounted read-only at `/job` in every template: `template.py` and `harness.py`, plus
+    /// each template's logs (outside the jail's view: the mount is of this directory's
+    /// `files` subdirectory).
+    dir: tempfile::TempDir,
+}
+
+/// Runs each job in a child forked from a warm template of its slot, and on the cold path
+/// when no template can serve it.
+pub struct WarmExecutor {
+    launcher: Arc<Launcher>,
+    cold: NsjailExecutor,
+    slots: Vec<Mutex<Slot>>,
+    /// Off when the warm self-test failed on this host.
+    enabled: bool,
+}
+
+/// The templates of one slot, one per [`Kind`].
+#[derive(Default)]
+struct Slot {
+    templates: [Option<Template>; 2],
+    replacements: [Option<JoinHandle<Result<Template, SandboxError>>>; 2],
+    /// No new template of that kind is started before this (after a failed start).
+    retry_after: [Option<Instant>; 2],
+}
+
+impl WarmExecutor {
+    /// Prepares the template files and starts every slot's templates, waiting until each is
+    /// ready or has failed; failed ones are retried later, and their jobs run cold meanwhile.
+    ///
+    /// # Errors
+    /// When the cold executor cannot be built or the template files cannot be written.
+    pub async fn start(config: SandboxConfig, concurrency: usize) -> Result<Self, SandboxError> {
+        let cold = NsjailExecutor::new(config.clone())?;
+        let dir = tempfile::Builder::new()
+            .prefix("runbox-templates-")
+            .tempdir_in(&config.work_dir)?;
+        let files = dir.path().join("files");
+        std::fs::create_dir(&files)?;
+        // The template's root is "other" to these files: it must traverse and read them.
+        for path in [dir.path(), files.as_path()] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+        }
+        for (name, text) in [("template.py", TEMPLATE), ("harness.py", HARNESS)] {
+            let path = files.join(name);
+            std::fs::write(&path, text)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        }
+        let launcher = Arc::new(Launcher {
+            cgroups: cold.cgroups.clone(),
+            job_policy: cold.policy.clone(),
+            template_policy: seccomp::encoded(seccomp::Policy::Template)?,
+            config,
+            concurrency,
+            dir,
+        });
+        let mut slots: Vec<Slot> = (0..concurrency).map(|_| Slot::default()).collect();
+        let mut starting = Vec::new();
+        for slot in 0..concurrency {
+            for kind in Kind::ALL {
+                let launcher = Arc::clone(&launcher);
+                starting.push((
+                    slot,
+                    kind,
+                    tokio::spawn(Template::start(launcher, kind, slot)),
+                ));
+            }
+        }
+        for (slot, kind, start) in starting {
+            let state = slots
+                .get_mut(slot)
+                .ok_or_else(|| SandboxError::Template("slot".into()))?;
+            match flatten(start.await) {
+                Ok(template) => state.templates[kind.index()] = Some(template),
+                Err(e) => {
+                    tracing::error!(slot, kind = kind.as_str(), error = %e, "warm template failed to start; its jobs run cold");
+                    state.retry_after[kind.index()] = Some(Instant::now() + RESTART_BACKOFF);
+                }
+            }
+        }
+        Ok(Self {
+            launcher,
+            cold,
+            slots: slots.into_iter().map(Mutex::new).collect(),
+            enabled: true,
+        })
+    }
+
+    /// The cold path's self-test, then the same job on slot 0's light template: the warm path
+    /// must enforce what the cold one does (seccomp, no x32 calls). When only the warm one
+    /// fails, the warm path is turned off: every job then still gets a fresh sandbox of its
+    /// own, started cold, and the worker says so loudly.
+    ///
+    /// # Errors
+    /// [`SandboxError::SelfTest`] when the cold path fails.
+    pub async fn self_test(&mut self) -> Result<(), SandboxError> {
+        self.cold.self_test().await?;
+        if let Err(e) = self.warm_self_test().await {
+            tracing::error!(
+                error = %e,
+                "warm sandboxes do not work on this host; every job runs cold \
+                 (SANDBOX_MODE=cold says so without this error)"
+            );
+            self.enabled = false;
+            for slot in &self.slots {
+                *slot.lock().await = Slot::default();
+            }
+        }
+        Ok(())
+    }
+
+    async fn warm_self_test(&self) -> Result<(), SandboxError> {
+        let ready = {
+            let slot = self
+                .slots
+                .first()
+                .ok_or_else(|| SandboxError::SelfTest("no slot".into()))?;
+            slot.lock().await.templates[Kind::Light.index()].is_some()
+        };
+        if !ready {
+            return Err(SandboxError::SelfTest(
+                "no warm template could be started (the worker logged why)".into(),
+            ));
+        }
+        let outcome = self
+            .run_warm(&super::self_test_job(), 0)
+            .await
+            .unwrap_or_else(|reason| {
+                Outcome::sandbox_error(format!("the warm path did not run the job: {reason}"))
+            });
+        super::judge_self_test(outcome)
+    }
+
+    /// Runs `job` on its kind's template of `slot`, if one is ready: `Err` when there is
+    /// none or it failed (the job has not run to an outcome then, and may run cold).
+    async fn run_warm(&self, job: &ClaimedJob, slot: usize) -> Result<Outcome, &'static str> {
+        if !self.enabled {
+            return Err("warm_unavailable");
+        }
+        let kind = Kind::for_script(&job.script);
+        let Some(state) = self.slots.get(slot) else {
+            return Err("no_slot");
+        };
+        let mut state = state.lock().await;
+        state.adopt_replacement(kind).await;
+        let Some(template) = state.templates[kind.index()].as_mut() else {
+            state.replace(&self.launcher, kind, slot, "missing");
+            return Err("no_template");
+        };
+        match template.run(&self.launcher, job).await {
+            Ok(outcome) => {
+                crate::metrics::warm_start(kind);
+                let due = template.due(&self.launcher.config);
+                if let Some(reason) = due {
+                    state.replace(&self.launcher, kind, slot, reason);
+                }
+                Ok(outcome)
+            }
+            Err(e) => {
+                tracing::warn!(slot, kind = kind.as_str(), error = %e, "warm template failed; replacing it, the job runs cold");
+                state.templates[kind.index()] = None;
+                state.replace(&self.launcher, kind, slot, "failed");
+                Err("template_failed")
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for WarmExecutor {
+    async fn execute(&self, job: &ClaimedJob, slot: usize) -> Outcome {
+        match self.run_warm(job, slot).await {
+            Ok(outcome) => outcome,
+            Err(reason) => self.cold.execute_cold(job, slot, reason).await,
+        }
+    }
+}
+
+impl Slot {
+    /// Swaps in a replacement of `kind` that has finished starting.
+    async fn adopt_replacement(&mut self, kind: Kind) {
+        let i = kind.index();
+        if !self.replacements[i]
+            .as_ref()
+            .is_some_and(JoinHandle::is_finished)
+        {
+            return;
+        }
+        let Some(handle) = self.replacements[i].take() else {
+            return;
+        };
+        match flatten(handle.await) {
+            // The old template (if any) is dropped here, which kills it and its idle child.
+            Ok(template) => self.templates[i] = Some(template),
+            Err(e) => {
+                tracing::error!(kind = kind.as_str(), error = %e, "warm template failed to start; its jobs run cold");
+                self.retry_after[i] = Some(Instant::now() + RESTART_BACKOFF);
+            }
+        }
+    }
+
+    /// Starts a replacement for `kind` in the background, unless one is starting already or a
+    /// failed start is too recent.
+    fn replace(&mut self, launcher: &Arc<Launcher>, kind: Kind, slot: usize, reason: &'static str) {
+        let i = kind.index();
+        if self.replacements[i].is_some()
+            || self.retry_after[i].is_some_and(|after| Instant::now() < after)
+        {
+            return;
+        }
+        self.retry_after[i] = None;
+        crate::metrics::template_restart(kind, reason);
+        self.replacements[i] = Some(tokio::spawn(Template::start(
+            Arc::clone(launcher),
+            kind,
+            slot,
+        )));
+    }
+}
+
+fn flatten(
+    joined: Result<Result<Template, SandboxError>, tokio::task::JoinError>,
+) -> Result<Template, SandboxError> {
+    joined.map_err(|e| SandboxError::Template(e.to_string()))?
+}
+
+/// One running template and the child it forked for the next job.
+struct Template {
+    kind: Kind,
+    slot: usize,
+    /// The template's nsjail; killing it ends the template and every child.
+    process: tokio::process::Child,
+    /// The worker's end of the template's SOCK_SEQPACKET control socket (a stream type to
+    /// tokio; each read returns one message).
+    control: tokio::net::UnixStream,
+    /// Where the template and its nsjail write their logs, read when it fails.
+    logs: [PathBuf; 2],
+    started: Instant,
+    served: u32,
+    next: Option<Child>,
+    /// Declared last: dropped after the process is killed.
+    _cgroup: JobCgroup,
+}
+
+/// A forked child, ready (or getting ready) for a job; its cgroup and pipes are its own.
+struct Child {
+    script: pipe::Sender,
+    stdout: pipe::Receiver,
+    stderr: pipe::Receiver,
+    result: std::io::PipeReader,
+    status: Lines<BufReader<pipe::Receiver>>,
+    cgroup: JobCgroup,
+}
+
+impl Template {
+    async fn start(launcher: Arc<Launcher>, kind: Kind, slot: usize) -> Result<Self, SandboxError> {
+        let config = &launcher.config;
+        let name = format!(
+            "template-{slot}-{}-{}",
+            kind.as_str(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let cgroup = launcher
+            .cgroups
+            .create_job(
+                &name,
+                &JobSpec {
+                    memory_bytes: TEMPLATE_MEMORY_BYTES,
+                    max_processes: TEMPLATE_TASKS,
+                    supervisors: 0,
+                    slot: None,
+                },
+            )?
+            .ok_or_else(|| {
+                SandboxError::Template(
+                    "warm sandboxes need per-job cgroups, and none is usable".into(),
+                )
+            })?;
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(std::io::Error::from)?;
+        let nsjail_log = launcher.dir.path().join(format!("{name}.nsjail.log"));
+        let stderr_log = launcher.dir.path().join(format!("{name}.stderr.log"));
+        let args = nsjail_args(&NsjailInvocation {
+            config,
+            role: Role::Template {
+                template_uid: config.template_uid(launcher.concurrency, slot),
+                preload: kind.preload(),
+                template_policy: &launcher.template_policy,
+            },
+            job_uid: config.job_uid(slot),
+            job_dir: &launcher.dir.path().join("files"),
+            nsjail_log: &nsjail_log,
+            policy: &launcher.job_policy,
+        });
+        let mut command = supervised_command(Some(&cgroup), &config.nsjail_path, &args);
+        command
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_log)?)
+            .kill_on_drop(true);
+        command
+            .fd_mappings(vec![FdMapping {
+                parent_fd: theirs,
+                child_fd: RESULT_FD,
+            }])
+            .map_err(|e| SandboxError::Io(std::io::Error::other(e.to_string())))?;
+        let process = command.spawn()?;
+        drop(command);
+        let control = std::os::unix::net::UnixStream::from(ours);
+        control.set_nonblocking(true)?;
+        let mut template = Self {
+            kind,
+            slot,
+            process,
+            control: tokio::net::UnixStream::from_std(control)?,
+            logs: [nsjail_log, stderr_log],
+            started: Instant::now(),
+            served: 0,
+            next: None,
+            _cgroup: cgroup,
+        };
+        match tokio::time::timeout(START_TIMEOUT, template.receive()).await {
+            Ok(Ok(message)) if message == b"ready" => {}
+            Ok(Ok(message)) => {
+                return Err(template.failure(&format!(
+                    "said {:?} instead of ready",
+                    String::from_utf8_lossy(&message)
+                )))
+            }
+            Ok(Err(e)) => return Err(template.failure(&e.to_string())),
+            Err(_) => return Err(template.failure("did not become ready in time")),
+        }
+        template.next = Some(template.fork(&launcher)?);
+        tracing::info!(
+            slot,
+            kind = kind.as_str(),
+            took_ms = template.started.elapsed().as_millis(),
+            "warm template ready"
+        );
+        Ok(template)
+    }
+
+    /// The next message on the control socket; empty when the template is gone.
+    async fn receive(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut buf = [0u8; 64];
+        let n = self.control.read(&mut buf).await?;
+        Ok(buf.get(..n).unwrap_or_default().to_vec())
+    }
+
+    /// A [`SandboxError`] carrying the end of the template's logs.
+    fn failure(&self, what: &str) -> SandboxError {
+        let tail = |path: &PathBuf| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(5)..].join(" | ")
+        };
+        SandboxError::Template(format!(
+            "{} template of slot {} {what}; stderr: {}; nsjail: {}",
+            self.kind.as_str(),
+            self.slot,
+            tail(&self.logs[1]),
+            tail(&self.logs[0]),
+        ))
+    }
+
+    /// Asks the template to fork a child onto a new cgroup and new pipes.
+    fn fork(&self, launcher: &Launcher) -> Result<Child, SandboxError> {
+        let config = &launcher.config;
+        let cgroup = launcher
+            .cgroups
+            .create_job(
+                &format!("job-warm-{}", uuid::Uuid::new_v4().simple()),
+                &JobSpec {
+                    memory_bytes: PENDING_MEMORY_BYTES,
+                    max_processes: config.max_processes,
+                    supervisors: 0,
+                    slot: Some(self.slot),
+                },
+            )?
+            .ok_or_else(|| SandboxError::Template("no cgroup for the child".into()))?;
+        let (script_r, script_w) = std::io::pipe()?;
+        let (stdout_r, stdout_w) = std::io::pipe()?;
+        let (stderr_r, stderr_w) = std::io::pipe()?;
+        let (result_r, result_w) = std::io::pipe()?;
+        let (status_r, status_w) = std::io::pipe()?;
+        let procs = cgroup
+            .procs_files()
+            .into_iter()
+            .map(|path| std::fs::OpenOptions::new().write(true).open(path))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let mut fds = vec![
+            script_r.as_raw_fd(),
+            stdout_w.as_raw_fd(),
+            stderr_w.as_raw_fd(),
+            result_w.as_raw_fd(),
+            status_w.as_raw_fd(),
+        ];
+        fds.extend(procs.iter().map(AsRawFd::as_raw_fd));
+        sendmsg::<UnixAddr>(
+            self.control.as_raw_fd(),
+            &[IoSlice::new(b"spawn")],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(|e| self.failure(&format!("could not be asked to fork: {e}")))?;
+        // The template holds its own copies now; ours of the child's ends go.
+        drop((script_r, stdout_w, stderr_w, result_w, status_w, procs));
+        Ok(Child {
+            script: pipe::Sender::from_owned_fd(OwnedFd::from(script_w))?,
+            stdout: pipe::Receiver::from_owned_fd(OwnedFd::from(stdout_r))?,
+            stderr: pipe::Receiver::from_owned_fd(OwnedFd::from(stderr_r))?,
+            result: result_r,
+            status: BufReader::new(pipe::Receiver::from_owned_fd(OwnedFd::from(status_r))?).lines(),
+            cgroup,
+        })
+    }
+
+    /// Why this template should be replaced now, if it should.
+    fn due(&self, config: &SandboxConfig) -> Option<&'static str> {
+        if self.next.is_none() {
+            Some("failed")
+        } else if self.served >= config.template_max_jobs.max(1) {
+            Some("max_jobs")
+        } else if self.started.elapsed() >= Duration::from_secs(config.template_max_age_secs.max(1))
+        {
+            Some("max_age")
+        } else {
+            None
+        }
+    }
+
+    /// Runs `job` in the waiting child. `Err` means the template failed and the job did not
+    /// run to an outcome (its child, if it started, is dead).
+    async fn run(
+        &mut self,
+        launcher: &Launcher,
+        job: &ClaimedJob,
+    ) -> Result<Outcome, SandboxError> {
+        if let Ok(Some(status)) = self.process.try_wait() {
+            return Err(self.failure(&format!("exited ({status})")));
+        }
+        let mut child = self
+            .next
+            .take()
+            .ok_or_else(|| self.failure("has no child ready"))?;
+        match tokio::time::timeout(READY_TIMEOUT, child.status.next_line()).await {
+            Ok(Ok(Some(line))) if line == "R" => {}
+            Ok(Ok(Some(line))) => return Err(self.failure(&format!("child set-up failed: {line}"))),
+            Ok(Ok(None) | Err(_)) => return Err(self.failure("died before its child was ready")),
+            Err(_) => return Err(self.failure("child was not ready in time")),
+        }
+        child
+            .cgroup
+            .set_memory_limit(u64::from(job.limits.memory_mb) << 20)?;
+        let config = &launcher.config;
+        let timeout_secs = job.limits.timeout.as_secs_f64().ceil();
+        let mut input = Vec::with_capacity(job.script.len() + 32);
+        writeln!(input, "{{\"cpu_limit_secs\": {timeout_secs}}}")?;
+        input.extend_from_slice(job.script.as_bytes());
+        let handed_ns = monotonic_ns();
+        let started = Instant::now();
+        let Child {
+            mut script,
+            stdout,
+            stderr,
+            result,
+            mut status,
+            cgroup,
+        } = child;
+        let written = script.write_all(&input).await;
+        drop(script);
+        let streams = Streams::start(config, stdout, stderr, result)?;
+        self.served += 1;
+        // The next job's child is forked while this one runs, so it finds one ready.
+        match self.fork(launcher) {
+            Ok(next) => self.next = Some(next),
+            Err(e) => tracing::warn!(error = %e, "warm template could not fork the next child"),
+        }
+        if let Err(e) = written {
+            cgroup.kill_all();
+            return Err(self.failure(&format!("child did not take its job: {e}")));
+        }
+
+        let (ending, timed_out) =
+            match tokio::time::timeout(job.limits.timeout, status.next_line()).await {
+                Ok(line) => (line, false),
+                Err(_) => {
+                    cgroup.kill_all();
+                    let line = tokio::time::timeout(REPORT_GRACE, status.next_line())
+                        .await
+                        .unwrap_or(Ok(None));
+                    (line, true)
+                }
+            };
+        let wall = started.elapsed();
+        let jail = match ending {
+            Ok(Some(line)) => parse_status(&line),
+            Ok(None) | Err(_) if !timed_out => {
+                // The template is gone and took the job's child with it.
+                cgroup.kill_all();
+                return Err(self.failure("died while its child ran a job"));
+            }
+            Ok(None) | Err(_) => JailExit::Unknown,
+        };
+        settle(Some(&cgroup), job).await;
+        let (stdout, stderr, record) = streams.finish("warm", handed_ns).await;
+        let usage = cgroup.usage();
+        super::discard(Some(cgroup));
+        Ok(conclude(
+            config,
+            job,
+            Ended {
+                jail,
+                timed_out,
+                wall,
+                stdout,
+                stderr,
+                record,
+                usage,
+            },
+        ))
+    }
+}
+
+/// The template's report on how a child ended: `exit <code>` or `signal <number>`.
+fn parse_status(line: &str) -> JailExit {
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next().and_then(|n| n.parse().ok())) {
+        (Some("exit"), Some(code)) => JailExit::Exited(code),
+        (Some("signal"), Some(number)) => JailExit::Signaled(number),
+        _ => JailExit::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_that_name_numpy_or_pandas_go_to_the_scientific_template() {
+        assert_eq!(Kind::for_script("import pandas as pd\n"), Kind::Scientific);
+        assert_eq!(
+            Kind::for_script("from numpy import array\n"),
+            Kind::Scientific
+        );
+        assert_eq!(Kind::for_script("def main():\n    return 1\n"), Kind::Light);
+    }
+
+    #[test]
+    fn the_templates_report_is_read_as_the_childs_fate() {
+        assert_eq!(parse_status("exit 0"), JailExit::Exited(0));
+        assert_eq!(parse_status("exit 3"), JailExit::Exited(3));
+        assert_eq!(parse_status("signal 9"), JailExit::Signaled(9));
+        assert_eq!(parse_status("R"), JailExit::Unknown);
+        assert_eq!(parse_status("exit"), JailExit::Unknown);
+    }
+}
