@@ -36,10 +36,11 @@ const QUEUE_WAIT_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
 
-/// A trivial script takes about 0.1 s in the sandbox, one importing pandas about 0.4 s; the
-/// longest timeout is 60 s (plus teardown).
+/// A trivial script takes a few milliseconds in a warm sandbox and about 0.1 s in a cold one,
+/// one importing pandas about 0.4 s cold; the longest timeout is 60 s (plus teardown).
 const RUN_BUCKETS: &[f64] = &[
-    0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 90.0,
+    0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 90.0,
 ];
 
 /// Warm: well under a millisecond to a few; cold: 50 to 100 ms, more on a loaded host.
