@@ -403,3 +403,33 @@ async fn a_killed_worker_takes_its_warm_sandboxes_and_templates_with_it() {
 async fn a_killed_worker_takes_its_cold_sandboxes_with_it() {
     a_killed_worker_takes_every_sandbox_with_it("cold").await;
 }
+
+#[tokio::test]
+async fn a_template_is_replaced_after_its_last_job_and_jobs_go_on() {
+    let port = free_port();
+    let sandbox = warm(vec![
+        ("METRICS_ADDR", format!("127.0.0.1:{port}")),
+        ("WORKER_CONCURRENCY", "1".to_owned()),
+        ("SANDBOX_TEMPLATE_MAX_JOBS", "2".to_owned()),
+    ])
+    .await;
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let replaced = |m: &crate::metrics::Exposition| {
+        m.value(
+            "runbox_sandbox_template_restarts_total",
+            &[("kind", "light"), ("reason", "max_jobs")],
+        )
+    };
+    // Each replacement starts in the background while the old template keeps serving; it
+    // serves its two jobs once it is ready, and is replaced in turn.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in 0.. {
+        let job = run(&sandbox, &format!("def main():\n    return {i}\n")).await;
+        assert_result(&job, &json!(i));
+        if replaced(&scrape(&sandbox.app.client, &metrics).await) >= 2.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "templates were not replaced");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

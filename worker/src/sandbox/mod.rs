@@ -79,6 +79,8 @@ pub struct NsjailExecutor {
     cgroups: Cgroups,
     /// The job's seccomp policy as the harness installs it (see [`seccomp::encoded`]).
     policy: String,
+    /// `harness.py`, written once in the work directory and hard-linked into each job's.
+    harness: tempfile::TempDir,
 }
 
 /// The program that starts every nsjail: it sets a parent-death signal and then becomes
@@ -133,10 +135,17 @@ impl NsjailExecutor {
             ),
             other => tracing::info!(cgroups = %other.describe(), "per-job cgroups enabled"),
         }
+        let harness = tempfile::Builder::new()
+            .prefix("runbox-harness-")
+            .tempdir_in(&config.work_dir)?;
+        let harness_file = harness.path().join("harness.py");
+        std::fs::write(&harness_file, HARNESS)?;
+        std::fs::set_permissions(&harness_file, std::fs::Permissions::from_mode(0o644))?;
         Ok(Self {
             config,
             cgroups,
             policy,
+            harness,
         })
     }
 
@@ -158,11 +167,14 @@ impl NsjailExecutor {
         let mounted = root.path().join("job");
         std::fs::create_dir(&mounted)?;
         std::fs::set_permissions(&mounted, std::fs::Permissions::from_mode(0o755))?;
-        for (name, text) in [("script.py", script), ("harness.py", HARNESS)] {
-            let path = mounted.join(name);
-            std::fs::write(&path, text)?;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
-        }
+        let script_file = mounted.join("script.py");
+        std::fs::write(&script_file, script)?;
+        std::fs::set_permissions(&script_file, std::fs::Permissions::from_mode(0o644))?;
+        // A link, not a copy: the harness is the same for every job.
+        std::fs::hard_link(
+            self.harness.path().join("harness.py"),
+            mounted.join("harness.py"),
+        )?;
         let nsjail_log = root.path().join("nsjail.log");
         Ok(JobFiles {
             root,
