@@ -386,12 +386,36 @@ async fn a_killed_worker_takes_every_sandbox_with_it(mode: &str) {
         if left.is_empty() {
             break;
         }
+        // Within a second each has been killed: SIGKILL is pending, and it runs no code of its
+        // own again (on a loaded host the exit itself may take longer to be scheduled).
+        if killed.elapsed() > Duration::from_secs(1) {
+            let alive: Vec<&String> = left.iter().filter(|p| !sigkill_pending(p)).collect();
+            assert!(
+                alive.is_empty(),
+                "not killed 1 s after the worker died: {alive:?}"
+            );
+        }
         assert!(
-            killed.elapsed() < Duration::from_secs(1),
-            "still running 1 s after the worker died: {left:?}"
+            killed.elapsed() < Duration::from_secs(10),
+            "killed but not gone 10 s after the worker died: {left:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Whether the process ("pid name") has a SIGKILL pending, or is gone.
+fn sigkill_pending(process: &str) -> bool {
+    let pid = process.split_whitespace().next().unwrap_or_default();
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    ["SigPnd:", "ShdPnd:"].iter().any(|field| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << 8) != 0)
+    })
 }
 
 #[tokio::test]

@@ -226,8 +226,25 @@ def run_job(fd, source, cpu_limit_secs, policy):
     send(fd, run(source))
 
 
+def die_with_worker(fd):
+    """Cold path: dies with nsjail, which dies with the worker (its parent-death signal). nsjail
+    sets that signal for this process too, but setting uids afterwards can clear it, so the
+    harness sets its own. Had nsjail died before, the worker is gone as well, and with it the
+    reader of the result pipe: poll reports POLLERR on a pipe nobody reads."""
+    import ctypes
+    import select
+
+    pr_set_pdeathsig, sigkill = 1, 9
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, sigkill, 0, 0, 0)
+    watch = select.poll()
+    watch.register(fd, 0)
+    if watch.poll(0):
+        os._exit(1)
+
+
 def main():
     fd = open_result_channel()
+    die_with_worker(fd)
     cpu_limit_secs = int(float(os.environ.pop("RUNBOX_CPU_LIMIT_SECS", "0")))
     policy = prepare_seccomp(os.environ.pop("RUNBOX_SECCOMP"))
     with open(SCRIPT_PATH, encoding="utf-8", errors="surrogateescape") as handle:
