@@ -61,7 +61,8 @@ chaos: provision
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) nextest run -p api --test api --locked --no-fail-fast --test-threads 1 --no-capture -E 'test(/^chaos::/)'
 
-## bench: sandbox floor and /execute latency/throughput
+## bench: /execute latency, throughput and idle CPU on SQLite and Postgres against their targets,
+## as ratios to floors measured in the same run (reports OK/MISS), then the queue alone
 bench: provision
 	$(CARGO) build --release --locked --bins --examples
 	scripts/bench.sh

@@ -1,7 +1,8 @@
 //! Benchmark of the queue alone: a worker in noop mode (jobs succeed without running) so
 //! only the store, the claim loop and the API are measured.
 //!
-//! Usage: `bench_queue sqlite|postgres` from the repository root after a release build.
+//! Usage: `bench_queue sqlite|postgres` after a release build (the api and worker binaries
+//! are taken from the same target directory as this example).
 //! - drain: 20,000 jobs pre-inserted, then drained by one worker process: jobs/s;
 //! - sustained: 4 producers calling `POST /jobs` while one worker drains 5,000 jobs: jobs/s;
 //! - latency: one job at a time, `POST /jobs` → completion seen via `GET /jobs/<id>?wait=`,
@@ -9,6 +10,7 @@
 
 #![allow(clippy::print_stdout)] // a benchmark reports on stdout
 
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,8 +39,19 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// `<target>/release/<binary>`, beside this example's `<target>/release/examples/`, so a
+/// `CARGO_TARGET_DIR` build runs its own binaries.
+fn binary_path(binary: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let release = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .context("the example is not in <target>/release/examples")?;
+    Ok(release.join(binary))
+}
+
 fn spawn(binary: &str, env: &[(&str, String)]) -> anyhow::Result<Child> {
-    Command::new(format!("target/release/{binary}"))
+    Command::new(binary_path(binary)?)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("RUST_LOG", "warn")
         // Workers record metrics as in production, on a port of the kernel's choosing: the
