@@ -259,10 +259,7 @@ impl NsjailExecutor {
             }
         };
         let wall = started.elapsed();
-        settle(cgroup.as_ref(), job).await;
-        let (stdout, stderr, record) = streams.finish("cold", spawned_ns).await;
-        let usage = cgroup.as_ref().map(JobCgroup::usage).unwrap_or_default();
-        discard(cgroup);
+        let left = streams.finish(cgroup, job, "cold", spawned_ns).await;
         let nsjail_log = std::fs::read_to_string(&files.nsjail_log).unwrap_or_default();
         drop(files.root);
 
@@ -271,7 +268,7 @@ impl NsjailExecutor {
             if status.code() == Some(cgroup::ENTER_FAILED) && nsjail_log.is_empty() {
                 tracing::error!(
                     job_id = %job.lease.job_id,
-                    stderr = %String::from_utf8_lossy(&stderr.0).trim(),
+                    stderr = %String::from_utf8_lossy(&left.stderr.0).trim(),
                     "could not move the sandbox into the job's cgroup"
                 );
             } else {
@@ -285,10 +282,7 @@ impl NsjailExecutor {
                 jail,
                 timed_out,
                 wall,
-                stdout,
-                stderr,
-                record,
-                usage,
+                left,
             },
         ))
     }
@@ -307,22 +301,6 @@ fn supervised_command(cgroup: Option<&JobCgroup>, program: &Path, args: &[OsStri
             let mut command = Command::new(setpriv);
             command.args(&supervised);
             command
-        }
-    }
-}
-
-/// Removes a finished job's cgroup off the job's path (a directory per v1 hierarchy).
-fn discard(cgroup: Option<JobCgroup>) {
-    if let Some(cgroup) = cgroup {
-        tokio::task::spawn_blocking(move || drop(cgroup));
-    }
-}
-
-/// The job is over only when no process of it is left, and only then are its counters final.
-async fn settle(cgroup: Option<&JobCgroup>, job: &ClaimedJob) {
-    if let Some(cgroup) = cgroup {
-        if !cgroup.settle(SETTLE_GRACE).await {
-            tracing::error!(job_id = %job.lease.job_id, "processes of the job survived SIGKILL");
         }
     }
 }
@@ -352,13 +330,22 @@ impl Streams {
         })
     }
 
-    /// What was read, once the sandbox is gone. `started_from` is when the sandbox was
-    /// handed its job, for the start-up time metric.
+    /// What the run left, once the sandbox is gone: waits until no process of the job is
+    /// left in `cgroup` (only then are its counters final), reads them, and removes the
+    /// cgroup off the job's path. `started_from` is when the sandbox was handed its job, for
+    /// the start-up time metric of `mode`.
     async fn finish(
         self,
+        cgroup: Option<JobCgroup>,
+        job: &ClaimedJob,
         mode: &'static str,
         started_from: Option<u64>,
-    ) -> (Captured, Captured, Record) {
+    ) -> Left {
+        if let Some(cgroup) = &cgroup {
+            if !cgroup.settle(SETTLE_GRACE).await {
+                tracing::error!(job_id = %job.lease.job_id, "processes of the job survived SIGKILL");
+            }
+        }
         let stdout = collect(self.stdout).await;
         let stderr = collect(self.stderr).await;
         let record = match collect(self.record).await {
@@ -373,8 +360,26 @@ impl Streams {
                 crate::metrics::sandbox_started(mode, took);
             }
         }
-        (stdout, stderr, record)
+        let usage = cgroup.as_ref().map(JobCgroup::usage).unwrap_or_default();
+        if let Some(cgroup) = cgroup {
+            // A directory per v1 hierarchy to remove: not on the job's path.
+            tokio::task::spawn_blocking(move || drop(cgroup));
+        }
+        Left {
+            stdout,
+            stderr,
+            record,
+            usage,
+        }
     }
+}
+
+/// What a finished run left: its output, the harness's record and the cgroup's counters.
+struct Left {
+    stdout: Captured,
+    stderr: Captured,
+    record: Record,
+    usage: CgroupUsage,
 }
 
 /// Bytes read from a stream and whether more were dropped.
@@ -385,28 +390,31 @@ struct Ended {
     jail: verdict::JailExit,
     timed_out: bool,
     wall: Duration,
-    stdout: Captured,
-    stderr: Captured,
-    record: Record,
-    usage: CgroupUsage,
+    left: Left,
 }
 
 /// The job's outcome from how its sandbox ended, the same for cold and warm runs.
 fn conclude(config: &SandboxConfig, job: &ClaimedJob, ended: Ended) -> Outcome {
+    let Left {
+        stdout,
+        stderr,
+        record,
+        usage,
+    } = ended.left;
     let verdict = judge(&RunReport {
         jail: ended.jail,
         timed_out: ended.timed_out,
         timeout: job.limits.timeout,
         memory_mb: job.limits.memory_mb,
-        memory_limit_hit: ended.usage.memory_limit_hit,
-        record: ended.record,
+        memory_limit_hit: usage.memory_limit_hit,
+        record,
         result_limit_bytes: config.result_limit_bytes,
     });
     Outcome {
         result: verdict.result,
-        stdout: to_output(ended.stdout),
-        stderr: to_output(ended.stderr),
-        usage: to_usage(ended.wall, ended.usage, verdict.exit_code, verdict.signal),
+        stdout: to_output(stdout),
+        stderr: to_output(stderr),
+        usage: to_usage(ended.wall, usage, verdict.exit_code, verdict.signal),
     }
 }
 

@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 use super::cgroup::{Cgroups, JobCgroup, JobSpec};
 use super::verdict::JailExit;
 use super::{
-    conclude, monotonic_ns, nsjail_args, seccomp, settle, supervised_command, Ended, Executor,
+    conclude, monotonic_ns, nsjail_args, seccomp, supervised_command, Ended, Executor,
     NsjailExecutor, NsjailInvocation, Role, SandboxError, Streams, HARNESS, RESULT_FD,
 };
 use crate::config::SandboxConfig;
@@ -628,10 +628,7 @@ impl Template {
             }
             Ok(None) | Err(_) => JailExit::Unknown,
         };
-        settle(Some(&cgroup), job).await;
-        let (stdout, stderr, record) = streams.finish("warm", handed_ns).await;
-        let usage = cgroup.usage();
-        super::discard(Some(cgroup));
+        let left = streams.finish(Some(cgroup), job, "warm", handed_ns).await;
         Ok(conclude(
             config,
             job,
@@ -639,10 +636,7 @@ impl Template {
                 jail,
                 timed_out,
                 wall,
-                stdout,
-                stderr,
-                record,
-                usage,
+                left,
             },
         ))
     }
