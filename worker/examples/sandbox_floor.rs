@@ -1,5 +1,6 @@
 //! Benchmark: the cost of one sandbox run, measured directly on the executor (no queue, no
-//! HTTP): nsjail + python + harness for a trivial script and for one that imports pandas.
+//! HTTP): nsjail + python + harness for a trivial script and for one that imports pandas, on
+//! the cold path, then the same jobs on the warm path (a child forked from a template).
 //!
 //! Run by `make bench` with the same environment a worker gets.
 
@@ -10,9 +11,11 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use shared::job::{ClaimedJob, JobId, Lease, Limits};
 use worker::config::WorkerConfig;
+use worker::sandbox::warm::WarmExecutor;
 use worker::sandbox::{Executor, NsjailExecutor};
 
 const RUNS: usize = 30;
+const WARM_RUNS: usize = 300;
 
 fn job(script: &str) -> ClaimedJob {
     ClaimedJob {
@@ -36,10 +39,37 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted.get(rank).copied().unwrap_or_default()
 }
 
+async fn measure(
+    executor: &dyn Executor,
+    path: &str,
+    name: &str,
+    script: &str,
+    runs: usize,
+) -> anyhow::Result<()> {
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let outcome = executor.execute(&job(script), 0).await;
+        times.push(started.elapsed());
+        anyhow::ensure!(
+            outcome.result.is_ok(),
+            "{path} {name} failed: {:?}",
+            outcome.result.err()
+        );
+    }
+    times.sort();
+    println!(
+        "sandbox floor, {path} {name:<13}: p50 {:>6.2} ms  p99 {:>6.2} ms  ({runs} runs)",
+        percentile(&times, 0.5).as_secs_f64() * 1e3,
+        percentile(&times, 0.99).as_secs_f64() * 1e3,
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = WorkerConfig::parse_from(["worker"]);
-    let executor = NsjailExecutor::new(config.sandbox)?;
+    shared::telemetry::init(&config.log);
     let cases = [
         ("trivial", "def main():\n    return 1\n"),
         (
@@ -47,24 +77,13 @@ async fn main() -> anyhow::Result<()> {
             "import pandas as pd\n\ndef main():\n    return int(pd.Series([1, 2]).sum())\n",
         ),
     ];
+    let cold = NsjailExecutor::new(config.sandbox.clone())?;
     for (name, script) in cases {
-        let mut times = Vec::with_capacity(RUNS);
-        for _ in 0..RUNS {
-            let started = Instant::now();
-            let outcome = executor.execute(&job(script), 0).await;
-            times.push(started.elapsed());
-            anyhow::ensure!(
-                outcome.result.is_ok(),
-                "{name} failed: {:?}",
-                outcome.result.err()
-            );
-        }
-        times.sort();
-        println!(
-            "sandbox floor, {name:<13}: p50 {:>4} ms  p99 {:>4} ms  ({RUNS} runs, nsjail + python + harness)",
-            percentile(&times, 0.5).as_millis(),
-            percentile(&times, 0.99).as_millis(),
-        );
+        measure(&cold, "cold", name, script, RUNS).await?;
+    }
+    let warm = WarmExecutor::start(config.sandbox, 1).await?;
+    for (name, script) in cases {
+        measure(&warm, "warm", name, script, WARM_RUNS).await?;
     }
     Ok(())
 }

@@ -242,6 +242,88 @@ async fn a_pandas_job_is_charged_only_for_what_it_allocates() {
     assert_eq!(job["error_kind"], "memory_limit", "{job}");
 }
 
+#[tokio::test]
+async fn a_job_gets_its_own_memory_limit_above_and_below_a_waiting_childs() {
+    let port = free_port();
+    let sandbox = warm(vec![
+        ("METRICS_ADDR", format!("127.0.0.1:{port}")),
+        ("WORKER_CONCURRENCY", "1".to_owned()),
+    ])
+    .await;
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let warm_starts = |m: &crate::metrics::Exposition| {
+        m.value("runbox_sandbox_warm_starts_total", &[("kind", "light")])
+    };
+    let before = scrape_until(
+        &sandbox.app.client,
+        &metrics,
+        Duration::from_secs(30),
+        |m| warm_starts(m) >= 1.0,
+    )
+    .await;
+    let grab = |mib: u32| {
+        format!("def main():\n    block = bytearray({mib} << 20)\n    return len(block) >> 20\n")
+    };
+    // More than a child waits with (256 MiB), then less, then more again: each job gets its
+    // own limit, warm, from the same template.
+    let (_, big) = sandbox
+        .app
+        .execute(json!({ "script": grab(400), "memory_mb": 1024 }))
+        .await;
+    assert_result(&big, &json!(400));
+    let (_, small) = sandbox
+        .app
+        .execute(json!({ "script": grab(64), "memory_mb": 32 }))
+        .await;
+    assert_eq!(small["error_kind"], "memory_limit", "{small}");
+    let (_, big_again) = sandbox
+        .app
+        .execute(json!({ "script": grab(300), "memory_mb": 512 }))
+        .await;
+    assert_result(&big_again, &json!(300));
+    let after = scrape(&sandbox.app.client, &metrics).await;
+    assert_eq!(warm_starts(&after), warm_starts(&before) + 3.0, "{after:?}");
+    assert_eq!(
+        after.value(
+            "runbox_sandbox_template_restarts_total",
+            &[("kind", "light"), ("reason", "failed")]
+        ),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_job_that_closes_its_output_early_still_runs_to_its_own_end() {
+    let sandbox = one_template().await;
+    // Closing stdout, stderr and the result pipe is how the harness says the job is over; a
+    // script that does it itself without a record is still waited for, and still timed.
+    let quiet = py(r#"
+        import os, time
+
+        def main():
+            for fd in (1, 2, 3):
+                os.close(fd)
+            time.sleep(0.5)
+            return "done"
+    "#);
+    let (_, job) = sandbox.app.execute(json!({ "script": quiet })).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    let stuck = py(r#"
+        import os
+
+        def main():
+            for fd in (1, 2, 3):
+                os.close(fd)
+            while True:
+                pass
+    "#);
+    let (_, job) = sandbox
+        .app
+        .execute(json!({ "script": stuck, "timeout": 1 }))
+        .await;
+    assert_eq!(job["error_kind"], "timeout", "{job}");
+}
+
 /// Host pids of the processes whose real uid is in `uids` and whose command line has `needle`.
 fn processes_running(uids: &Range<u32>, needle: &str) -> Vec<i32> {
     processes_owned_by(uids)

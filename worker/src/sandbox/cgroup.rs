@@ -471,10 +471,16 @@ impl JobCgroup {
         } else {
             "memory.limit_in_bytes"
         };
-        fs::write(dir.join(file), bytes.to_string())?;
-        if !self.v2 {
-            let _ = fs::write(dir.join("memory.memsw.limit_in_bytes"), bytes.to_string());
+        if self.v2 {
+            return fs::write(dir.join(file), bytes.to_string());
         }
+        // v1 refuses a memory limit above the memory+swap one: raise memsw first, lower it
+        // last. One of the two memsw writes fails harmlessly (and both do without swap
+        // accounting).
+        let memsw = dir.join("memory.memsw.limit_in_bytes");
+        let _ = fs::write(&memsw, bytes.to_string());
+        fs::write(dir.join(file), bytes.to_string())?;
+        let _ = fs::write(&memsw, bytes.to_string());
         Ok(())
     }
 

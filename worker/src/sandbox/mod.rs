@@ -305,12 +305,19 @@ fn supervised_command(cgroup: Option<&JobCgroup>, program: &Path, args: &[OsStri
     }
 }
 
-/// The readers of a running sandbox's stdout, stderr and result pipe. They read past the caps
+/// The reader of a running sandbox's stdout, stderr and result pipe. It reads past the caps
 /// so the script never blocks on a full pipe.
 struct Streams {
-    stdout: tokio::task::JoinHandle<(Vec<u8>, bool)>,
-    stderr: tokio::task::JoinHandle<(Vec<u8>, bool)>,
-    record: tokio::task::JoinHandle<(Vec<u8>, bool)>,
+    reader: tokio::task::JoinHandle<Read>,
+    /// What the reader returned, once [`Self::closed`] saw it finish.
+    read: Option<Read>,
+}
+
+/// Everything a sandbox wrote.
+struct Read {
+    stdout: Captured,
+    stderr: Captured,
+    record: Record,
 }
 
 impl Streams {
@@ -323,11 +330,52 @@ impl Streams {
         let output_limit = config.output_limit_bytes;
         let record_limit = config.result_limit_bytes.saturating_add(4096);
         let result = tokio::net::unix::pipe::Receiver::from_owned_fd(result.into())?;
-        Ok(Self {
-            stdout: tokio::spawn(read_capped(stdout, output_limit)),
-            stderr: tokio::spawn(read_capped(stderr, output_limit)),
-            record: tokio::spawn(read_capped(result, record_limit)),
-        })
+        let reader = tokio::spawn(async move {
+            let (stdout, stderr, record) = tokio::join!(
+                read_capped(stdout, output_limit),
+                read_capped(stderr, output_limit),
+                read_capped(result, record_limit),
+            );
+            Read {
+                stdout,
+                stderr,
+                record: match record {
+                    (_, true) => Record::TooLarge,
+                    (bytes, false) if bytes.is_empty() => Record::Missing,
+                    (bytes, false) => Record::Written(bytes),
+                },
+            }
+        });
+        Ok(Self { reader, read: None })
+    }
+
+    /// The harness's record, once [`Self::closed`] has resolved.
+    fn record(&self) -> Option<&Record> {
+        self.read.as_ref().map(|read| &read.record)
+    }
+
+    /// Resolves once no process holds the sandbox's stdout, stderr or result pipe any more.
+    async fn closed(&mut self) {
+        if self.read.is_none() {
+            self.read = Some((&mut self.reader).await.unwrap_or_else(|_| Read::nothing()));
+        }
+    }
+
+    /// What the sandbox wrote; call once it is gone (a pipe some stray holder keeps open is
+    /// given up on after [`DRAIN_GRACE`]).
+    async fn read(self) -> Read {
+        if let Some(read) = self.read {
+            return read;
+        }
+        let abort = self.reader.abort_handle();
+        match tokio::time::timeout(DRAIN_GRACE, self.reader).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(_)) => Read::nothing(),
+            Err(_) => {
+                abort.abort();
+                Read::nothing()
+            }
+        }
     }
 
     /// What the run left, once the sandbox is gone: waits until no process of the job is
@@ -346,29 +394,41 @@ impl Streams {
                 tracing::error!(job_id = %job.lease.job_id, "processes of the job survived SIGKILL");
             }
         }
-        let stdout = collect(self.stdout).await;
-        let stderr = collect(self.stderr).await;
-        let record = match collect(self.record).await {
-            (_, true) => Record::TooLarge,
-            (bytes, false) if bytes.is_empty() => Record::Missing,
-            (bytes, false) => Record::Written(bytes),
-        };
-        if let (Record::Written(bytes), Some(from), Some(now)) =
-            (&record, started_from, monotonic_ns())
-        {
-            if let Some(took) = script_start_delay(bytes, from, now) {
-                crate::metrics::sandbox_started(mode, took);
-            }
-        }
+        let read = self.read().await;
         let usage = cgroup.as_ref().map(JobCgroup::usage).unwrap_or_default();
         if let Some(cgroup) = cgroup {
             // A directory per v1 hierarchy to remove: not on the job's path.
             tokio::task::spawn_blocking(move || drop(cgroup));
         }
-        Left {
-            stdout,
-            stderr,
-            record,
+        Left::new(read, usage, mode, started_from)
+    }
+}
+
+impl Read {
+    fn nothing() -> Self {
+        Self {
+            stdout: Captured::default(),
+            stderr: Captured::default(),
+            record: Record::Missing,
+        }
+    }
+}
+
+impl Left {
+    /// Records the sandbox's start-up time for `mode` from the harness's record, if it has
+    /// one: `started_from` is when the sandbox was handed its job.
+    fn new(read: Read, usage: CgroupUsage, mode: &'static str, started_from: Option<u64>) -> Self {
+        if let (Record::Written(bytes), Some(from), Some(now)) =
+            (&read.record, started_from, monotonic_ns())
+        {
+            if let Some(took) = script_start_delay(bytes, from, now) {
+                crate::metrics::sandbox_started(mode, took);
+            }
+        }
+        Self {
+            stdout: read.stdout,
+            stderr: read.stderr,
+            record: read.record,
             usage,
         }
     }
@@ -532,20 +592,6 @@ fn to_usage(
         peak_memory_bytes: cgroup.peak_memory_bytes,
         exit_code,
         signal,
-    }
-}
-
-/// Waits for a reader task, but not forever: a pipe held open by a stray process must not
-/// hold the job.
-async fn collect(task: tokio::task::JoinHandle<Captured>) -> Captured {
-    let abort = task.abort_handle();
-    match tokio::time::timeout(DRAIN_GRACE, task).await {
-        Ok(Ok(read)) => read,
-        Ok(Err(_)) => (Vec::new(), false),
-        Err(_) => {
-            abort.abort();
-            (Vec::new(), false)
-        }
     }
 }
 

@@ -194,6 +194,12 @@ fn exit_code_of(bytes: &[u8]) -> Option<i32> {
         .and_then(|r| r.code)
 }
 
+/// Whether `record` is a whole one of the harness's, which it writes as its last act.
+#[must_use]
+pub fn is_complete(record: &Record, result_limit: usize) -> bool {
+    matches!(record, Record::Written(bytes) if from_record(bytes, result_limit).is_some())
+}
+
 /// `None` when the record is not one the harness writes (then exit status decides).
 fn from_record(bytes: &[u8], result_limit: usize) -> Option<Result<Box<RawValue>, Failure>> {
     let record: HarnessRecord<'_> = serde_json::from_slice(bytes).ok()?;

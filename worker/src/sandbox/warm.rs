@@ -30,7 +30,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use super::cgroup::{Cgroups, JobCgroup, JobSpec};
-use super::verdict::JailExit;
+use super::verdict::{self, JailExit};
 use super::{
     conclude, monotonic_ns, nsjail_args, seccomp, supervised_command, Ended, Executor,
     NsjailExecutor, NsjailInvocation, Role, SandboxError, Streams, HARNESS, RESULT_FD,
@@ -328,6 +328,12 @@ impl Slot {
             return;
         }
         self.retry_after[i] = None;
+        tracing::info!(
+            slot,
+            kind = kind.as_str(),
+            reason,
+            "replacing a warm template"
+        );
         crate::metrics::template_restart(kind, reason);
         self.replacements[i] = Some(tokio::spawn(Template::start(
             Arc::clone(launcher),
@@ -595,29 +601,43 @@ impl Template {
         } = child;
         let written = script.write_all(&input).await;
         drop(script);
-        let streams = Streams::start(config, stdout, stderr, result)?;
+        let mut streams = Streams::start(config, stdout, stderr, result)?;
         self.served += 1;
-        // The next job's child is forked while this one runs, so it finds one ready.
-        match self.fork(launcher) {
-            Ok(next) => self.next = Some(next),
-            Err(e) => tracing::warn!(error = %e, "warm template could not fork the next child"),
-        }
         if let Err(e) = written {
             cgroup.kill_all();
             return Err(self.failure(&format!("child did not take its job: {e}")));
         }
 
-        let (ending, timed_out) =
-            match tokio::time::timeout(job.limits.timeout, status.next_line()).await {
-                Ok(line) => (line, false),
-                Err(_) => {
-                    cgroup.kill_all();
-                    let line = tokio::time::timeout(REPORT_GRACE, status.next_line())
-                        .await
-                        .unwrap_or(Ok(None));
-                    (line, true)
+        let deadline = tokio::time::Instant::now() + job.limits.timeout;
+        let first = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                line = status.next_line() => First::Reported(line),
+                () = streams.closed() => First::Closed,
+            }
+        })
+        .await;
+        // Forked only now, so the template's fork and the next child's preparation do not
+        // compete with this job for the CPU or delay the template's report on it.
+        self.fork_next(launcher);
+        let (ending, timed_out) = match first {
+            Ok(First::Reported(line)) => (line, false),
+            Ok(First::Closed) => {
+                if streams
+                    .record()
+                    .is_some_and(|record| verdict::is_complete(record, config.result_limit_bytes))
+                {
+                    let read = streams.read().await;
+                    return Ok(finish_early(
+                        config, job, read, cgroup, status, started, handed_ns,
+                    ));
                 }
-            };
+                match tokio::time::timeout_at(deadline, status.next_line()).await {
+                    Ok(line) => (line, false),
+                    Err(_) => (kill_and_wait(&cgroup, &mut status).await, true),
+                }
+            }
+            Err(_) => (kill_and_wait(&cgroup, &mut status).await, true),
+        };
         let wall = started.elapsed();
         let jail = match ending {
             Ok(Some(line)) => parse_status(&line),
@@ -640,6 +660,72 @@ impl Template {
             },
         ))
     }
+
+    /// Asks for the next job's child; without one the template is replaced (see [`Self::due`]).
+    fn fork_next(&mut self, launcher: &Launcher) {
+        match self.fork(launcher) {
+            Ok(next) => self.next = Some(next),
+            Err(e) => tracing::warn!(error = %e, "warm template could not fork the next child"),
+        }
+    }
+}
+
+/// What ended the wait for a running job first.
+enum First {
+    /// The template reported how the child ended.
+    Reported(std::io::Result<Option<String>>),
+    /// Every process of the job closed its stdout, stderr and result pipe.
+    Closed,
+}
+
+/// Kills the job after its timeout and waits a little for the template's report.
+async fn kill_and_wait(
+    cgroup: &JobCgroup,
+    status: &mut Lines<BufReader<pipe::Receiver>>,
+) -> std::io::Result<Option<String>> {
+    cgroup.kill_all();
+    tokio::time::timeout(REPORT_GRACE, status.next_line())
+        .await
+        .unwrap_or(Ok(None))
+}
+
+/// The job is over once the harness has written its whole record and every process of the
+/// job has closed its output: nothing it does any more can change its outcome. Its processes
+/// are killed at once (so no code of the job runs after this), and tearing them down (the
+/// kernel unmapping a copy of the template's memory, then destroying the namespaces: several
+/// milliseconds for a pandas job), the template's report and the cgroup's removal all happen
+/// off the job's path. The harness exits with 0 right after closing its output, so that is
+/// the exit the verdict is given; the cgroup's counters are read now, final for memory.
+fn finish_early(
+    config: &SandboxConfig,
+    job: &ClaimedJob,
+    read: super::Read,
+    cgroup: JobCgroup,
+    mut status: Lines<BufReader<pipe::Receiver>>,
+    started: Instant,
+    handed_ns: Option<u64>,
+) -> Outcome {
+    cgroup.kill_all();
+    let wall = started.elapsed();
+    let usage = cgroup.usage();
+    let job_id = job.lease.job_id;
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(REPORT_GRACE, status.next_line()).await;
+        if !cgroup.settle(super::SETTLE_GRACE).await {
+            tracing::error!(%job_id, "processes of the job survived SIGKILL");
+        }
+        let _ = tokio::task::spawn_blocking(move || drop(cgroup)).await;
+    });
+    conclude(
+        config,
+        job,
+        Ended {
+            jail: JailExit::Exited(0),
+            timed_out: false,
+            wall,
+            left: super::Left::new(read, usage, "warm", handed_ns),
+        },
+    )
 }
 
 /// The template's report on how a child ended: `exit <code>` or `signal <number>`.
