@@ -1,7 +1,7 @@
 //! `Limits`: how deep, nested and long a script may be; the defaults are CPython 3.11's own.
 
 /// What the checker refuses beyond CPython's grammar. The defaults refuse exactly what CPython
-/// 3.11 refuses, and keep the parser's recursion within [`crate::STACK_BYTES`].
+/// 3.11 refuses, and keep the parser's recursion within [`crate::MIN_STACK_BYTES`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Open brackets at once. CPython's tokenizer (MAXLEVEL) refuses the 201st.

@@ -11,12 +11,16 @@ pub(crate) enum Main {
     AsyncDef,
 }
 
-/// Runs `check` the way the service does: on its own thread with `STACK_BYTES` of stack.
+/// Runs `check` on its own thread with the least stack pycheck promises to work with.
 pub(crate) fn run(source: &str) -> Result<crate::MainSignature, Diagnostic> {
+    on_min_stack(source, |source| check(source, &Limits::default()))
+}
+
+fn on_min_stack<T: Send + 'static>(source: &str, check: fn(&str) -> T) -> T {
     let source = source.to_owned();
     std::thread::Builder::new()
-        .stack_size(crate::STACK_BYTES)
-        .spawn(move || check(&source, &Limits::default()))
+        .stack_size(crate::MIN_STACK_BYTES)
+        .spawn(move || check(&source))
         .expect("spawn check thread")
         .join()
         .expect("check must not panic")
