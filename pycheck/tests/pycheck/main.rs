@@ -1,5 +1,6 @@
-//! pycheck's integration tests: robustness against hostile input.
+//! pycheck's integration tests: robustness against hostile input, and fidelity with CPython 3.11.
 
+mod cpython_fidelity;
 mod robustness;
 
 use std::time::{Duration, Instant};
