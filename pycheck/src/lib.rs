@@ -32,6 +32,10 @@ pub use diagnostic::{Diagnostic, Position, Problem};
 pub use limits::Limits;
 pub use main_def::{MainSignature, Parameter, ParameterKind};
 
+use std::borrow::Cow;
+use std::ops::Range;
+
+use parse::ParserInput;
 use rustpython_parser::ast::Stmt;
 
 /// Stack a thread running [`check`] with the default [`Limits`] needs, with a margin of about
@@ -73,10 +77,30 @@ fn parse_module(source: &str, limits: &Limits) -> Result<Vec<Stmt>, Diagnostic> 
         runs: &runs,
         limits,
     };
-    let tokens = prescan::prescan(&ctx, &lexed)?;
-    // Tokens lexed from the blanked copy carry the wrong values, so the parser re-lexes.
-    let tokens = runs.is_empty().then_some(tokens);
-    parse::parse(source, &lexed, tokens)
+    let prescanned = prescan::prescan(&ctx, &lexed)?;
+    let input = if runs.is_empty() {
+        ParserInput::Tokens(prescanned.tokens)
+    } else {
+        // Tokens lexed from the blanked copy carry the wrong values, so the parser re-lexes.
+        ParserInput::Text(rewritten(source, &prescanned.rewrites))
+    };
+    parse::parse(source, &lexed, input)
+}
+
+/// `source` with the pre-scan's same-length rewrites applied.
+fn rewritten<'s>(source: &'s str, rewrites: &[(Range<usize>, String)]) -> Cow<'s, str> {
+    if rewrites.is_empty() {
+        return Cow::Borrowed(source);
+    }
+    let mut text = String::with_capacity(source.len());
+    let mut copied = 0;
+    for (range, replacement) in rewrites {
+        text.push_str(&source[copied..range.start]);
+        text.push_str(replacement);
+        copied = range.end;
+    }
+    text.push_str(&source[copied..]);
+    Cow::Owned(text)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Parsing: runs rustpython's parser on a pre-scanned script and words its errors as CPython
 //! 3.11 does ("expected ':'", "expected an indented block after ...", Python 2 `print`).
 
+use std::borrow::Cow;
+
 use rustpython_parser::ast::{self, Stmt};
 use rustpython_parser::lexer::{self, LexicalErrorType};
 use rustpython_parser::text_size::TextRange;
@@ -17,18 +19,26 @@ pub(crate) const SOURCE_PATH: &str = "<script>";
 
 pub(crate) type Spanned = (Tok, TextRange);
 
+/// What rustpython parses: the pre-scanned tokens, or a text to lex again.
+pub(crate) enum ParserInput<'a> {
+    Tokens(Vec<Spanned>),
+    /// The source, possibly rewritten by the pre-scan; byte offsets are the source's.
+    Text(Cow<'a, str>),
+}
+
+/// Parses `input`; errors are worded and placed from `source` and its pre-scanned copy `lexed`.
 pub(crate) fn parse(
     source: &str,
     lexed: &str,
-    tokens: Option<Vec<Spanned>>,
+    input: ParserInput<'_>,
 ) -> Result<Vec<Stmt>, Diagnostic> {
     // The pre-scan bounds every recursion in the parser, but this is a third-party parser fed
     // untrusted input: an unknown bug must become a rejected script, not a crashed request.
-    let parsed = std::panic::catch_unwind(move || match tokens {
-        Some(tokens) => {
+    let parsed = std::panic::catch_unwind(move || match input {
+        ParserInput::Tokens(tokens) => {
             rustpython_parser::parse_tokens(tokens.into_iter().map(Ok), Mode::Module, SOURCE_PATH)
         }
-        None => rustpython_parser::parse(source, Mode::Module, SOURCE_PATH),
+        ParserInput::Text(text) => rustpython_parser::parse(&text, Mode::Module, SOURCE_PATH),
     });
     match parsed {
         Ok(Ok(ast::Mod::Module(module))) => Ok(module.body),

@@ -8,7 +8,7 @@ use rustpython_parser::text_size::TextRange;
 use rustpython_parser::{Mode, ParseErrorType, StringKind, Tok};
 
 use crate::diagnostic::Diagnostic;
-use crate::fstring::fstring_fields;
+use crate::fstring::{blank_inner_quotes, fstring_fields};
 use crate::limits::Limits;
 use crate::messages::{lexer_error, next_token_start, starts_string};
 use crate::parse::{parse_error, Spanned, SOURCE_PATH};
@@ -24,15 +24,28 @@ pub(crate) struct Ctx<'a> {
     pub(crate) limits: &'a Limits,
 }
 
+/// What the parser gets from a pre-scan that passed.
+pub(crate) struct Prescanned {
+    /// Every token of the script, f-string bodies rewritten as `rewrites` says.
+    pub(crate) tokens: Vec<Spanned>,
+    /// f-string bodies to replace, by byte range of the source, before rustpython parses them
+    /// (see `fstring::blank_inner_quotes`); each replacement has the same length.
+    pub(crate) rewrites: Vec<(Range<usize>, String)>,
+}
+
 /// Lexes the whole script once, refusing what CPython's tokenizer refuses and any nesting that
 /// would make the AST too deep. Every token the parser will ever see passes through here first.
-pub(crate) fn prescan(ctx: &Ctx<'_>, lexed: &str) -> Result<Vec<Spanned>, Diagnostic> {
+pub(crate) fn prescan(ctx: &Ctx<'_>, lexed: &str) -> Result<Prescanned, Diagnostic> {
     let mut tokens = Vec::new();
+    let mut rewrites = Vec::new();
     let mut scanner = Scanner::new(ctx, 0, 0, 0);
     let mut last_end = 0;
     for token in lexer::lex(lexed, Mode::Module) {
         match token {
-            Ok((tok, range)) => {
+            Ok((mut tok, range)) => {
+                if let Some(rewrite) = blank_fstring_inner_quotes(&mut tok, range) {
+                    rewrites.push(rewrite);
+                }
                 scanner.feed(&tok, range)?;
                 last_end = range.end().to_usize();
                 tokens.push((tok, range));
@@ -45,7 +58,29 @@ pub(crate) fn prescan(ctx: &Ctx<'_>, lexed: &str) -> Result<Vec<Spanned>, Diagno
             }
         }
     }
-    Ok(tokens)
+    Ok(Prescanned { tokens, rewrites })
+}
+
+/// Rewrites an f-string token whose fields hold triple-quoted strings; returns where its body
+/// is in the source and what replaces it.
+fn blank_fstring_inner_quotes(tok: &mut Tok, range: TextRange) -> Option<(Range<usize>, String)> {
+    let Tok::String {
+        value,
+        kind,
+        triple_quoted,
+    } = tok
+    else {
+        return None;
+    };
+    if !kind.is_any_fstring() {
+        return None;
+    }
+    let blanked = blank_inner_quotes(value, kind.is_raw())?;
+    let quotes = if *triple_quoted { 3 } else { 1 };
+    let start = range.start().to_usize() + kind.prefix_len().to_usize() + quotes;
+    let body = start..start + value.len();
+    *value = blanked.clone();
+    Some((body, blanked))
 }
 
 /// Chooses between a lexing error and an earlier parse error the way CPython does: it parses

@@ -16,6 +16,13 @@ pub(crate) fn run(source: &str) -> Result<crate::MainSignature, Diagnostic> {
     on_min_stack(source, |source| check(source, &Limits::default()))
 }
 
+/// Runs `check_syntax` like [`run`].
+pub(crate) fn compiles(source: &str) -> Result<(), Diagnostic> {
+    on_min_stack(source, |source| {
+        crate::check_syntax(source, &Limits::default())
+    })
+}
+
 fn on_min_stack<T: Send + 'static>(source: &str, check: fn(&str) -> T) -> T {
     let source = source.to_owned();
     std::thread::Builder::new()
