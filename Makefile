@@ -11,13 +11,14 @@ DATABASE_URL ?= sqlite://$(CURDIR)/data/jobs.db
 export DATABASE_URL
 CARGO ?= cargo
 
-.PHONY: run test e2e chaos provision devtools build api worker lint bench clean
+.PHONY: run test e2e chaos provision devtools build api worker lint bench fidelity clean
 
 ## provision: install the sandbox runtime (Python + numpy + pandas) and nsjail; idempotent
 provision:
 	@scripts/provision.sh
 
-## devtools: install the tools the tests use (the OpenAPI validator); idempotent
+## devtools: install the tools the tests use (the OpenAPI validator, CPython's test suite);
+## idempotent
 devtools: provision
 	@scripts/devtools.sh
 
@@ -66,6 +67,12 @@ chaos: provision
 bench: provision
 	$(CARGO) build --release --locked --bins --examples
 	scripts/bench.sh
+
+## fidelity: pycheck against CPython 3.11's compile() on every file of its library and test
+## suite; fails on any file pycheck refuses and CPython accepts, lists the opposite cases
+fidelity:
+	@scripts/devtools.sh --testsuite
+	$(CARGO) test --locked -p pycheck --test pycheck -- --ignored --nocapture fidelity
 
 clean:
 	$(CARGO) clean

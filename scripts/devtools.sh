@@ -1,8 +1,28 @@
 #!/usr/bin/env bash
-# Installs the tools the test suite uses (runtime/dev-requirements.txt) into a virtualenv at
-# $RUNTIME_DIR/devtools, idempotently: a no-op unless the pinned requirements or this script
-# changed. Needs python3 with venv, which scripts/provision.sh installs.
+# Installs the tools the test suite uses, idempotently:
+#   CPython 3.11's own test suite (Debian's libpython3.11-testsuite, under
+#                         /usr/lib/python3.11/test), the corpus of `make fidelity`
+#   $RUNTIME_DIR/devtools virtualenv with runtime/dev-requirements.txt (the OpenAPI validator);
+#                         a no-op unless the pinned requirements or this script changed
+# Needs python3 with venv, which scripts/provision.sh installs. `--testsuite` installs only the
+# test suite.
 set -euo pipefail
+
+testsuite=libpython3.11-testsuite
+if ! dpkg-query -W -f='${Status}' "$testsuite" 2>/dev/null | grep -q 'install ok installed'; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "devtools: installing $testsuite with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$testsuite" >/dev/null \
+      || { apt-get update -q >/dev/null \
+           && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$testsuite" >/dev/null; }
+  else
+    echo "devtools: $testsuite is required (Debian: apt-get install $testsuite)" >&2
+    exit 1
+  fi
+fi
+if [[ ${1:-} == --testsuite ]]; then
+  exit 0
+fi
 
 RUNTIME_DIR=${RUNTIME_DIR:-/opt/runbox}
 PYTHON=${SYSTEM_PYTHON:-/usr/bin/python3}

@@ -4,6 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use pycheck::{Diagnostic, Position, Problem};
 use serde::Serialize;
 use shared::job::JobStatus;
 use shared::store::StoreError;
@@ -11,7 +12,6 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
-use crate::validation::ValidationError;
 use crate::view::job_status_schema;
 
 /// A request that cannot be served. Bodies are always `{"error", "code", ...}`.
@@ -25,7 +25,7 @@ pub enum ApiError {
         message: String,
     },
     #[error(transparent)]
-    InvalidScript(#[from] ValidationError),
+    InvalidScript(#[from] Diagnostic),
     #[error("{what} is larger than the {limit}-byte limit")]
     TooLarge { what: &'static str, limit: usize },
     #[error("job id {0:?} is not a UUID")]
@@ -88,7 +88,7 @@ impl ApiError {
         match self {
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidField { .. } => "invalid_request",
-            Self::InvalidScript(e) => e.code(),
+            Self::InvalidScript(e) => rejection_code(e),
             Self::TooLarge { .. } => "payload_too_large",
             Self::InvalidJobId(_) => "invalid_job_id",
             Self::JobNotFound(_) | Self::NoRoute(_) => "not_found",
@@ -115,7 +115,10 @@ impl ApiError {
         };
         match self {
             Self::InvalidField { field, .. } => body.field = Some(field),
-            Self::InvalidScript(ValidationError::Syntax { line, column, .. }) => {
+            Self::InvalidScript(Diagnostic {
+                position: Some(Position { line, column }),
+                ..
+            }) => {
                 body.line = Some(*line);
                 body.column = Some(*column);
             }
@@ -143,13 +146,9 @@ impl ApiError {
                 field: "script",
                 message: text(),
             },
-            Self::InvalidScript(ValidationError::Syntax {
-                message: text(),
-                line: 1,
-                column: 1,
-            }),
-            Self::InvalidScript(ValidationError::MissingMain(text())),
-            Self::InvalidScript(ValidationError::MainSignature(text())),
+            Self::InvalidScript(rejected(Problem::Syntax)),
+            Self::InvalidScript(rejected(Problem::MissingMain)),
+            Self::InvalidScript(rejected(Problem::MainParameters)),
             Self::InvalidIdempotencyKey,
             Self::InvalidJobId(text()),
             Self::JobNotFound(text()),
@@ -182,6 +181,25 @@ impl ApiError {
             .collect();
         codes.dedup();
         codes
+    }
+}
+
+/// The stable `code` of a refused script.
+#[must_use]
+pub fn rejection_code(diagnostic: &Diagnostic) -> &'static str {
+    match diagnostic.problem {
+        Problem::Syntax => "syntax_error",
+        Problem::MissingMain => "missing_main",
+        Problem::MainParameters => "main_signature",
+    }
+}
+
+/// A refusal of the kind `problem`, for [`ApiError::samples`].
+fn rejected(problem: Problem) -> Diagnostic {
+    Diagnostic {
+        problem,
+        message: String::new(),
+        position: (problem == Problem::Syntax).then_some(Position { line: 1, column: 1 }),
     }
 }
 
@@ -267,10 +285,10 @@ mod tests {
 
     #[test]
     fn syntax_errors_carry_line_and_column() {
-        let error = ApiError::from(ValidationError::Syntax {
-            message: "SyntaxError: invalid syntax (line 2, column 5)".into(),
-            line: 2,
-            column: 5,
+        let error = ApiError::from(Diagnostic {
+            problem: Problem::Syntax,
+            message: "invalid syntax".into(),
+            position: Some(Position { line: 2, column: 5 }),
         });
         assert_eq!(error.status(), StatusCode::BAD_REQUEST);
         let body = serde_json::to_value(error.body()).expect("serializes");
@@ -285,11 +303,12 @@ mod tests {
         );
     }
 
-    /// The string literals in the `match` of the `fn code` in `source`.
-    fn code_literals(source: &str) -> Vec<&str> {
-        let start = source.find("fn code(&self)").expect("a fn code");
+    /// The string literals in the `match` of the function starting `signature` in `source`,
+    /// up to its closing `end` line.
+    fn code_literals<'a>(source: &'a str, signature: &str, end: &str) -> Vec<&'a str> {
+        let start = source.find(signature).expect("the function");
         let body = &source[start..];
-        let body = &body[..body.find("\n    }\n").expect("end of fn code")];
+        let body = &body[..body.find(end).expect("end of the function")];
         body.split("=> \"")
             .skip(1)
             .filter_map(|rest| rest.split('"').next())
@@ -299,9 +318,10 @@ mod tests {
     #[test]
     fn every_code_the_api_can_answer_is_in_the_documented_list() {
         let documented: Vec<&str> = ApiError::codes().iter().map(|(code, _)| *code).collect();
-        let literals: Vec<&str> = code_literals(include_str!("error.rs"))
+        let source = include_str!("error.rs");
+        let literals: Vec<&str> = code_literals(source, "    fn code(&self)", "\n    }\n")
             .into_iter()
-            .chain(code_literals(include_str!("validation.rs")))
+            .chain(code_literals(source, "pub fn rejection_code(", "\n}\n"))
             .collect();
         assert!(
             literals.len() >= 15,
@@ -319,6 +339,33 @@ mod tests {
                 "`{code}` is documented but never answered"
             );
         }
+    }
+
+    #[test]
+    fn script_refusal_codes_are_stable() {
+        assert_eq!(rejection_code(&rejected(Problem::Syntax)), "syntax_error");
+        assert_eq!(
+            rejection_code(&rejected(Problem::MissingMain)),
+            "missing_main"
+        );
+        assert_eq!(
+            rejection_code(&rejected(Problem::MainParameters)),
+            "main_signature"
+        );
+    }
+
+    #[test]
+    fn refusals_without_a_position_carry_no_line_or_column() {
+        let error = ApiError::from(Diagnostic {
+            problem: Problem::MissingMain,
+            message: "no main".into(),
+            position: None,
+        });
+        let body = serde_json::to_value(error.body()).expect("serializes");
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "no main", "code": "missing_main"})
+        );
     }
 
     #[test]

@@ -12,7 +12,6 @@ pub mod request;
 pub mod retention;
 pub mod routes;
 pub mod state;
-pub mod validation;
 pub mod view;
 
 use std::future::Future;

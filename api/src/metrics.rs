@@ -12,13 +12,13 @@ use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
+use pycheck::Diagnostic;
 use shared::job::JobStatus;
 use shared::metrics::Buckets;
 use shared::store::JobStore;
 use tokio::sync::Mutex;
 
 use crate::state::AppState;
-use crate::validation::ValidationError;
 
 const HTTP_REQUESTS: &str = "runbox_http_requests_total";
 const HTTP_DURATION: &str = "runbox_http_request_duration_seconds";
@@ -214,10 +214,10 @@ pub fn job_submitted(endpoint: &'static str) {
 }
 
 /// Records one validation: how long it took and, when it rejected the script, why.
-pub fn script_validated(took: Duration, rejected: Option<&ValidationError>) {
+pub fn script_validated(took: Duration, rejected: Option<&Diagnostic>) {
     histogram!(VALIDATION_DURATION).record(took);
     if let Some(error) = rejected {
-        counter!(VALIDATION_REJECTED, "code" => error.code()).increment(1);
+        counter!(VALIDATION_REJECTED, "code" => crate::error::rejection_code(error)).increment(1);
     }
 }
 

@@ -27,7 +27,7 @@ use crate::openapi::{ApiDoc, ExecuteFailure};
 use crate::request::{ScriptRequest, ScriptRequestBody};
 use crate::state::AppState;
 use crate::view::{
-    execute_status, Accepted, JobPage, JobSummaryView, JobView, ServiceStatus, Validated,
+    execute_status, Accepted, JobPage, JobSummaryView, JobView, MainKind, ServiceStatus, Validated,
 };
 use crate::REQUEST_ID;
 use crate::{docs, metrics, playground};
@@ -572,7 +572,10 @@ async fn validate(
     request: ScriptRequest,
 ) -> Result<Json<Validated>, ApiError> {
     let main = state.checker.check(request.script).await?;
-    Ok(Json(Validated { ok: true, main }))
+    Ok(Json(Validated {
+        ok: true,
+        main: MainKind::from(&main),
+    }))
 }
 
 /// Liveness: the process is up.

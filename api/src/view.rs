@@ -4,14 +4,13 @@
 
 use axum::http::StatusCode;
 use chrono::{DateTime, SecondsFormat, Utc};
+use pycheck::MainSignature;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use shared::job::{ErrorKind, Job, JobId, JobStatus, JobSummary};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
-
-use crate::validation::MainKind;
 
 /// A job as clients see it. Fields that do not apply yet are `null`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -101,6 +100,25 @@ impl Accepted {
             id: id.to_string(),
             status,
             location: format!("/jobs/{id}"),
+        }
+    }
+}
+
+/// How the script declares its entry point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub enum MainKind {
+    #[serde(rename = "def")]
+    Def,
+    #[serde(rename = "async def")]
+    AsyncDef,
+}
+
+impl From<&MainSignature> for MainKind {
+    fn from(main: &MainSignature) -> Self {
+        if main.is_async {
+            Self::AsyncDef
+        } else {
+            Self::Def
         }
     }
 }
@@ -356,5 +374,27 @@ mod tests {
                 "{status:?} {kind:?}"
             );
         }
+    }
+
+    #[test]
+    fn main_kind_serializes_as_python_keywords() {
+        assert_eq!(
+            serde_json::to_string(&MainKind::Def).ok().as_deref(),
+            Some("\"def\"")
+        );
+        assert_eq!(
+            serde_json::to_string(&MainKind::AsyncDef).ok().as_deref(),
+            Some("\"async def\"")
+        );
+    }
+
+    #[test]
+    fn main_kind_says_whether_main_is_async() {
+        let main = |is_async| MainSignature {
+            is_async,
+            parameters: Vec::new(),
+        };
+        assert_eq!(MainKind::from(&main(false)), MainKind::Def);
+        assert_eq!(MainKind::from(&main(true)), MainKind::AsyncDef);
     }
 }
