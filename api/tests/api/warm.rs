@@ -26,6 +26,22 @@ async fn one_template() -> Sandbox {
     warm(vec![("WORKER_CONCURRENCY", "1".to_owned())]).await
 }
 
+/// One slot, with the worker's metrics served at the returned address.
+async fn metered_template() -> (Sandbox, String) {
+    let port = free_port();
+    let sandbox = warm(vec![
+        ("METRICS_ADDR", format!("127.0.0.1:{port}")),
+        ("WORKER_CONCURRENCY", "1".to_owned()),
+    ])
+    .await;
+    (sandbox, format!("http://127.0.0.1:{port}/metrics"))
+}
+
+/// Jobs started on a light template so far.
+fn warm_starts(metrics: &crate::metrics::Exposition) -> f64 {
+    metrics.value("runbox_sandbox_warm_starts_total", &[("kind", "light")])
+}
+
 /// The uids the worker's templates run as (above its slots' job uids).
 fn template_uids(sandbox: &Sandbox) -> Range<u32> {
     let slots = sandbox.uids.end - sandbox.uids.start;
@@ -244,16 +260,7 @@ async fn a_pandas_job_is_charged_only_for_what_it_allocates() {
 
 #[tokio::test]
 async fn a_job_gets_its_own_memory_limit_above_and_below_a_waiting_childs() {
-    let port = free_port();
-    let sandbox = warm(vec![
-        ("METRICS_ADDR", format!("127.0.0.1:{port}")),
-        ("WORKER_CONCURRENCY", "1".to_owned()),
-    ])
-    .await;
-    let metrics = format!("http://127.0.0.1:{port}/metrics");
-    let warm_starts = |m: &crate::metrics::Exposition| {
-        m.value("runbox_sandbox_warm_starts_total", &[("kind", "light")])
-    };
+    let (sandbox, metrics) = metered_template().await;
     let before = scrape_until(
         &sandbox.app.client,
         &metrics,
@@ -338,18 +345,9 @@ fn processes_running(uids: &Range<u32>, needle: &str) -> Vec<i32> {
 
 #[tokio::test]
 async fn jobs_run_warm_and_a_killed_template_is_replaced_without_losing_its_job() {
-    let port = free_port();
-    let sandbox = warm(vec![
-        ("METRICS_ADDR", format!("127.0.0.1:{port}")),
-        ("WORKER_CONCURRENCY", "1".to_owned()),
-    ])
-    .await;
-    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let (sandbox, metrics) = metered_template().await;
     let templates = template_uids(&sandbox);
 
-    let warm_starts = |m: &crate::metrics::Exposition| {
-        m.value("runbox_sandbox_warm_starts_total", &[("kind", "light")])
-    };
     // The worker's self-tests run one job cold and one warm before it takes any.
     let before = scrape_until(
         &sandbox.app.client,
