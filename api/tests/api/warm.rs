@@ -26,15 +26,24 @@ async fn one_template() -> Sandbox {
     warm(vec![("WORKER_CONCURRENCY", "1".to_owned())]).await
 }
 
-/// One slot, with the worker's metrics served at the returned address.
-async fn metered_template() -> (Sandbox, String) {
+/// One slot, with the worker's metrics served at the returned address, and those metrics once
+/// the worker's self-tests have run (one job cold, one warm) and it takes jobs.
+async fn metered_template() -> (Sandbox, String, crate::metrics::Exposition) {
     let port = free_port();
     let sandbox = warm(vec![
         ("METRICS_ADDR", format!("127.0.0.1:{port}")),
         ("WORKER_CONCURRENCY", "1".to_owned()),
     ])
     .await;
-    (sandbox, format!("http://127.0.0.1:{port}/metrics"))
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let ready = scrape_until(
+        &sandbox.app.client,
+        &metrics,
+        Duration::from_secs(30),
+        |m| warm_starts(m) >= 1.0,
+    )
+    .await;
+    (sandbox, metrics, ready)
 }
 
 /// Jobs started on a light template so far.
@@ -260,14 +269,7 @@ async fn a_pandas_job_is_charged_only_for_what_it_allocates() {
 
 #[tokio::test]
 async fn a_job_gets_its_own_memory_limit_above_and_below_a_waiting_childs() {
-    let (sandbox, metrics) = metered_template().await;
-    let before = scrape_until(
-        &sandbox.app.client,
-        &metrics,
-        Duration::from_secs(30),
-        |m| warm_starts(m) >= 1.0,
-    )
-    .await;
+    let (sandbox, metrics, before) = metered_template().await;
     let grab = |mib: u32| {
         format!("def main():\n    block = bytearray({mib} << 20)\n    return len(block) >> 20\n")
     };
@@ -345,17 +347,8 @@ fn processes_running(uids: &Range<u32>, needle: &str) -> Vec<i32> {
 
 #[tokio::test]
 async fn jobs_run_warm_and_a_killed_template_is_replaced_without_losing_its_job() {
-    let (sandbox, metrics) = metered_template().await;
+    let (sandbox, metrics, before) = metered_template().await;
     let templates = template_uids(&sandbox);
-
-    // The worker's self-tests run one job cold and one warm before it takes any.
-    let before = scrape_until(
-        &sandbox.app.client,
-        &metrics,
-        Duration::from_secs(30),
-        |m| warm_starts(m) >= 1.0,
-    )
-    .await;
     let first = run(
         &sandbox,
         "import json\n\ndef main():\n    return json.loads('1')\n",
