@@ -11,7 +11,7 @@ DATABASE_URL ?= sqlite://$(CURDIR)/data/jobs.db
 export DATABASE_URL
 CARGO ?= cargo
 
-.PHONY: run test e2e chaos provision devtools build api worker lint bench fidelity clean
+.PHONY: run test e2e chaos provision devtools build api worker lint bench fidelity containers clean
 
 ## provision: install the sandbox runtime (Python + numpy + pandas) and nsjail; idempotent
 provision:
@@ -67,6 +67,13 @@ chaos: provision
 bench: provision
 	$(CARGO) build --release --locked --bins --examples
 	scripts/bench.sh
+
+## containers: build both images from the Dockerfiles (and, where no registry can be reached,
+## the base images), start docker-compose.yml through podman with three workers, and run the
+## container test: README examples, 300 jobs, scaling 3 -> 1 -> 4, a killed worker, an API
+## restart, health checks
+containers:
+	@containers/test.sh
 
 ## fidelity: pycheck against CPython 3.11's compile() on every file of its library and test
 ## suite; fails on any file pycheck refuses and CPython accepts, lists the opposite cases

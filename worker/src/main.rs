@@ -18,6 +18,7 @@ async fn main() -> anyhow::Result<()> {
     let config = WorkerConfig::parse();
     shared::telemetry::init(&config.log);
 
+    let readiness = worker::metrics::Readiness::default();
     // Bound before anything else so a taken port stops the worker at once.
     if let MetricsAddr::Listen(address) = config.metrics_addr {
         let listener = tokio::net::TcpListener::bind(address)
@@ -25,9 +26,10 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("binding the metrics listener on {address} (METRICS_ADDR)"))?;
         let handle = worker::metrics::install();
         let bound = listener.local_addr().unwrap_or(address);
-        tracing::info!(address = %bound, "metrics at /metrics");
+        tracing::info!(address = %bound, "metrics at /metrics, health at /health");
+        let readiness = readiness.clone();
         tokio::spawn(async move {
-            if let Err(e) = worker::metrics::serve(listener, handle).await {
+            if let Err(e) = worker::metrics::serve(listener, handle, readiness).await {
                 tracing::error!(error = %e, "metrics listener failed");
             }
         });
@@ -55,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let store = open_store(&config).await.context("opening the job store")?;
+    readiness.set_ready();
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -1,10 +1,12 @@
 //! The worker's Prometheus metrics: jobs claimed, running and finished, queue wait, run and
 //! sandbox start-up times, lost leases and reaped jobs, served at `GET /metrics` on
-//! `METRICS_ADDR`.
+//! `METRICS_ADDR`, beside `GET /health` for container health checks.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -119,21 +121,57 @@ pub fn install() -> PrometheusHandle {
     handle
 }
 
-/// Serves `GET /metrics` on `listener` until the process ends.
+/// Whether the worker takes jobs: set once its sandbox self-test passed and its store is open.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set_ready(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves `GET /metrics`, and `GET /health` (200 once `readiness` is set, 503 before), on
+/// `listener` until the process ends.
 ///
 /// # Errors
 /// When the listener fails.
-pub async fn serve(listener: TcpListener, handle: PrometheusHandle) -> std::io::Result<()> {
-    let app = Router::new().route(
-        "/metrics",
-        get(move || async move {
-            (
-                [(header::CONTENT_TYPE, shared::metrics::CONTENT_TYPE)],
-                handle.render(),
-            )
-                .into_response()
-        }),
-    );
+pub async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    readiness: Readiness,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, shared::metrics::CONTENT_TYPE)],
+                    handle.render(),
+                )
+                    .into_response()
+            }),
+        )
+        .route(
+            "/health",
+            get(move || async move {
+                if readiness.is_ready() {
+                    (
+                        StatusCode::OK,
+                        axum::Json(serde_json::json!({"status": "ok"})),
+                    )
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(serde_json::json!({"status": "starting"})),
+                    )
+                }
+            }),
+        );
     axum::serve(listener, app).await
 }
 

@@ -105,11 +105,16 @@ fn compose_and_dockerfiles_use_only_real_settings_and_files() {
         }
         assert!(
             image.cargo_build.contains("--locked")
-                && image.cargo_build.contains(&format!("--bin {binary}")),
+                && image.cargo_build.contains(&format!("-p {binary}")),
             "{file} builds the {binary} binary from the lock file: {}",
             image.cargo_build
         );
     }
+    assert_eq!(
+        build_stage(&repo_root().join("Dockerfile.api")),
+        build_stage(&repo_root().join("Dockerfile.worker")),
+        "both images share one build stage, so the workspace compiles once for both"
+    );
     let worker_url = &services["worker"]["environment"]["DATABASE_URL"];
     assert_eq!(
         worker_url, &services["api"]["environment"]["DATABASE_URL"],
@@ -121,8 +126,64 @@ fn compose_and_dockerfiles_use_only_real_settings_and_files() {
             .is_some_and(|url| url.starts_with("postgres://")),
         "containers on several hosts share work through Postgres"
     );
-    assert_eq!(
-        services["worker"]["privileged"], true,
-        "nsjail needs namespaces and the worker creates cgroups"
+}
+
+/// The instructions of the stage of a Dockerfile that compiles the workspace: from `FROM rust`
+/// to the next `FROM`.
+fn build_stage(path: &Path) -> String {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let start = text.find("FROM rust").expect("a rust build stage");
+    let rest = &text[start..];
+    let end = rest[1..].find("\nFROM ").map_or(rest.len(), |i| i + 1);
+    rest[..end]
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn workers_run_with_three_capabilities_and_the_shipped_seccomp_profile() {
+    let compose = compose_file();
+    let worker = &compose["services"]["worker"];
+    assert!(
+        worker.get("privileged").is_none_or(|p| p == false),
+        "workers are not privileged"
     );
+    assert_eq!(worker["cap_drop"], serde_json::json!(["ALL"]));
+    assert_eq!(
+        worker["cap_add"],
+        serde_json::json!(["SYS_ADMIN", "SETUID", "SETGID"])
+    );
+    let options: Vec<&str> = worker["security_opt"]
+        .as_array()
+        .expect("security_opt")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let profile = options
+        .iter()
+        .find_map(|o| o.strip_prefix("seccomp="))
+        .expect("a seccomp profile");
+    let profile: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join(profile)).expect("the profile exists"),
+    )
+    .expect("the profile is JSON");
+    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+    assert_eq!(
+        worker["cgroup"], "private",
+        "jobs' cgroups nest in the container's own"
+    );
+}
+
+#[test]
+fn the_api_image_runs_as_an_unprivileged_user() {
+    let text = std::fs::read_to_string(repo_root().join("Dockerfile.api")).expect("read");
+    let user = text
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("USER "))
+        .expect("a USER line");
+    assert!(!["root", "0"].contains(&user.trim()), "USER {user}");
 }

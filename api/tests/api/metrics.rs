@@ -510,3 +510,25 @@ async fn api_metrics_label_unknown_paths_as_unmatched_and_count_the_queue() {
         "a raw path became a label value"
     );
 }
+
+#[tokio::test]
+async fn a_worker_that_takes_jobs_answers_its_health_check() {
+    let port = free_port();
+    let app = spawn_app_with(Options {
+        worker_env: vec![("METRICS_ADDR", format!("127.0.0.1:{port}"))],
+        ..Options::default()
+    })
+    .await;
+    let (status, body) = app.run("def main():\n    return 1\n").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let response = app
+        .client
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .expect("the worker's health check answers");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(body, serde_json::json!({"status": "ok"}));
+}

@@ -116,10 +116,36 @@ impl Cgroups {
     /// `root` is a unified mount, else the v1 hierarchies mounted below it.
     #[must_use]
     pub fn detect(root: &Path) -> Self {
-        let attempt = if root.join("cgroup.controllers").exists() {
-            fs::read_to_string("/proc/self/cgroup").and_then(|own| prepare_v2(root, &own))
-        } else {
-            prepare_v1(root)
+        let prepare = || {
+            if root.join("cgroup.controllers").exists() {
+                fs::read_to_string("/proc/self/cgroup").and_then(|own| prepare_v2(root, &own))
+            } else {
+                prepare_v1(root)
+            }
+        };
+        let attempt = match prepare() {
+            // A container engine mounts the container's own cgroup namespace read-only unless
+            // the container is privileged; with CAP_SYS_ADMIN the worker can make that mount
+            // writable, and the jobs' cgroups then nest inside the container's own.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EROFS) => match remount_writable(root) {
+                Ok(remounted) if remounted > 0 => {
+                    tracing::info!(
+                        mounts = remounted,
+                        "made the read-only cgroup mounts under {} writable",
+                        root.display()
+                    );
+                    prepare()
+                }
+                Ok(_) => Err(e),
+                Err(remount) => Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}; making it writable failed ({remount}): give the container \
+                             CAP_SYS_ADMIN and its own cgroup namespace"
+                    ),
+                )),
+            },
+            attempt => attempt,
         };
         attempt.unwrap_or_else(|e| Self::Unavailable {
             reason: e.to_string(),
@@ -280,6 +306,52 @@ fn pin(dir: &Path, cpu: u32) {
 
 /// `own` is the worker's `/proc/self/cgroup`; its `0::` line names the worker's own cgroup,
 /// under which the `runbox` parent is made (the only place a delegated worker may write).
+/// Remounts every read-only cgroup mount at or below `root` read-write, keeping its other
+/// flags; returns how many it changed.
+fn remount_writable(root: &Path) -> io::Result<usize> {
+    use nix::mount::{mount, MsFlags};
+    let mut remounted = 0;
+    for (point, options) in
+        read_only_cgroup_mounts(&fs::read_to_string("/proc/self/mountinfo")?, root)
+    {
+        let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND;
+        for (name, flag) in [
+            ("nosuid", MsFlags::MS_NOSUID),
+            ("nodev", MsFlags::MS_NODEV),
+            ("noexec", MsFlags::MS_NOEXEC),
+            ("relatime", MsFlags::MS_RELATIME),
+        ] {
+            if options.split(',').any(|o| o == name) {
+                flags |= flag;
+            }
+        }
+        mount(None::<&str>, &point, None::<&str>, flags, None::<&str>)
+            .map_err(|errno| io::Error::other(format!("remount {}: {errno}", point.display())))?;
+        remounted += 1;
+    }
+    Ok(remounted)
+}
+
+/// The mount points of read-only `cgroup` and `cgroup2` mounts at or below `root`, with their
+/// per-mount options, from `/proc/self/mountinfo`.
+fn read_only_cgroup_mounts(mountinfo: &str, root: &Path) -> Vec<(PathBuf, String)> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            // id parent major:minor root mount-point options [optional fields] - type ...
+            let (mount, filesystem) = line.split_once(" - ")?;
+            let fields: Vec<&str> = mount.split(' ').collect();
+            let point = PathBuf::from(fields.get(4)?);
+            let options = (*fields.get(5)?).to_owned();
+            let kind = filesystem.split(' ').next()?;
+            ((kind == "cgroup" || kind == "cgroup2")
+                && point.starts_with(root)
+                && options.split(',').any(|o| o == "ro"))
+            .then_some((point, options))
+        })
+        .collect()
+}
+
 fn prepare_v2(root: &Path, own: &str) -> io::Result<Cgroups> {
     let relative = own
         .lines()
@@ -631,6 +703,33 @@ mod tests {
         assert_eq!(keyed_value(events, "missing"), None);
         let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
         assert_eq!(keyed_value(v1, "oom_kill"), Some(2));
+    }
+
+    #[test]
+    fn read_only_cgroup_mounts_below_the_root_are_found_with_their_options() {
+        // As a container sees its own cgroup namespace on a v1 host, and a v2 one.
+        let mountinfo = "\
+143 135 0:60 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - tmpfs tmpfs rw,mode=755
+144 143 0:29 / /sys/fs/cgroup/cpu ro,nosuid,nodev,noexec,relatime - cgroup cgroup rw,cpu
+147 143 0:32 / /sys/fs/cgroup/memory ro,nosuid,nodev,noexec,relatime master:12 - cgroup cgroup rw,memory
+148 143 0:33 / /sys/fs/cgroup/pids rw,nosuid,nodev,noexec,relatime - cgroup cgroup rw,pids
+150 135 0:34 / /other/cgroup ro,relatime - cgroup2 cgroup2 rw
+151 135 0:35 / /sys/fs/cgroup/unified/x ro,nosuid - cgroup2 cgroup2 rw
+";
+        let found = read_only_cgroup_mounts(mountinfo, Path::new("/sys/fs/cgroup"));
+        let points: Vec<_> = found
+            .iter()
+            .map(|(p, _)| p.to_str().expect("UTF-8"))
+            .collect();
+        assert_eq!(
+            points,
+            [
+                "/sys/fs/cgroup/cpu",
+                "/sys/fs/cgroup/memory",
+                "/sys/fs/cgroup/unified/x"
+            ]
+        );
+        assert_eq!(found[1].1, "ro,nosuid,nodev,noexec,relatime");
     }
 
     #[test]

@@ -379,4 +379,109 @@ mod tests {
             && p.len() % 16 == 0
             && p.bytes().all(|b| b.is_ascii_hexdigit())));
     }
+
+    /// The seccomp profile of worker containers (`containers/worker-seccomp.json`), as the
+    /// names it allows.
+    fn container_profile_allows() -> std::collections::BTreeSet<String> {
+        let profile: serde_json::Value =
+            serde_json::from_str(include_str!("../../../containers/worker-seccomp.json"))
+                .expect("the container profile is JSON");
+        assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+        profile["syscalls"]
+            .as_array()
+            .expect("syscalls")
+            .iter()
+            .filter(|rule| rule["action"] == "SCMP_ACT_ALLOW")
+            .flat_map(|rule| rule["names"].as_array().expect("names").clone())
+            .map(|name| name.as_str().expect("a name").to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_container_profile_allows_building_sandboxes() {
+        let allowed = container_profile_allows();
+        for call in [
+            "clone",
+            "unshare",
+            "setns",
+            "mount",
+            "umount2",
+            "pivot_root",
+            "chroot",
+            "sethostname",
+            "setresuid",
+            "setgroups",
+            "capset",
+            "prctl",
+            "seccomp",
+            "execve",
+            "pidfd_open",
+            "wait4",
+        ] {
+            assert!(
+                allowed.contains(call),
+                "the container profile denies {call}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_container_profile_denies_what_jobs_are_denied_beyond_sandbox_set_up() {
+        let allowed = container_profile_allows();
+        let escape_routes = [
+            "ptrace",
+            "process_vm_readv",
+            "process_vm_writev",
+            "kcmp",
+            "pidfd_getfd",
+            "fsopen",
+            "fsconfig",
+            "fsmount",
+            "fspick",
+            "move_mount",
+            "open_tree",
+            "mount_setattr",
+            "kexec_load",
+            "kexec_file_load",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "bpf",
+            "perf_event_open",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "userfaultfd",
+            "io_uring_setup",
+            "io_uring_enter",
+            "io_uring_register",
+            "reboot",
+            "swapon",
+            "swapoff",
+            "acct",
+            "quotactl",
+            "syslog",
+            "settimeofday",
+            "clock_settime",
+            "clock_adjtime",
+            "adjtimex",
+            "iopl",
+            "ioperm",
+            "open_by_handle_at",
+            "name_to_handle_at",
+            "lookup_dcookie",
+            "fanotify_init",
+            "nfsservctl",
+            "vhangup",
+            "uselib",
+        ];
+        // Every call the job policy denies, but for the four set-up calls nsjail makes.
+        assert_eq!(escape_routes.len(), DENIED_CALLS.len() - 4);
+        for call in escape_routes {
+            assert!(
+                !allowed.contains(call),
+                "the container profile allows {call}"
+            );
+        }
+    }
 }
