@@ -3,15 +3,14 @@
 pub mod checker;
 pub mod completions;
 pub mod config;
-pub mod docs;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
-pub mod playground;
 pub mod request;
 pub mod retention;
 pub mod routes;
 pub mod state;
+pub mod submission;
 pub mod view;
 
 use std::future::Future;
@@ -41,30 +40,61 @@ use crate::state::AppState;
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The application with its middleware, ready to serve, and its completion waiters (stopped
-/// on shutdown).
-pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> (Router, Arc<Completions>) {
+/// The application: its router with every middleware, and the background loops the router
+/// relies on, which [`serve`] runs for as long as it serves. Building it starts nothing.
+pub struct App {
+    pub router: Router,
+    background: Background,
+}
+
+/// What runs beside the handlers: the completion waiter that wakes waiting requests, and the
+/// retention sweep.
+struct Background {
+    store: Arc<dyn JobStore>,
+    completions: Arc<Completions>,
+    completion_poll: Duration,
+    backstop_poll: Duration,
+    retention: Duration,
+}
+
+impl Background {
+    fn spawn(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
+            tokio::spawn(Arc::clone(&self.completions).run(
+                Arc::clone(&self.store),
+                self.completion_poll,
+                self.backstop_poll,
+            )),
+            tokio::spawn(retention::run(Arc::clone(&self.store), self.retention)),
+        ]
+    }
+}
+
+/// Builds the application for `config` on `store`.
+pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> App {
     let completions = Arc::new(Completions::default());
-    tokio::spawn(Arc::clone(&completions).run(
-        Arc::clone(&store),
-        config.completion_poll(),
-        config.store.backstop_poll(),
-    ));
+    let background = Background {
+        store: Arc::clone(&store),
+        completions: Arc::clone(&completions),
+        completion_poll: config.completion_poll(),
+        backstop_poll: config.store.backstop_poll(),
+        retention: Duration::from_secs(config.retention_secs),
+    };
     let state = AppState {
         limits: config.limits,
         checker: Arc::new(ScriptChecker::new(config.validation_concurrency())),
-        completions: Arc::clone(&completions),
+        completions,
         queue_grace: config.queue_grace(),
         max_queued_jobs: config.max_queued_jobs,
         idempotency_window: Duration::from_secs(config.idempotency_window_secs),
         cancel_on_disconnect: config.execute_cancel_on_disconnect,
         metrics: metrics::exporter(Arc::clone(&store)),
+        // Plain data with string keys: serializing it cannot fail.
+        openapi: serde_json::to_vec(&routes::document(&config.limits))
+            .expect("the API description serializes")
+            .into(),
         store,
     };
-    tokio::spawn(retention::run(
-        Arc::clone(&state.store),
-        Duration::from_secs(config.retention_secs),
-    ));
     let request_timeout = config.request_timeout_secs;
     let router = routes::router(state)
         .layer(CatchPanicLayer::custom(|_| {
@@ -109,7 +139,7 @@ pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> (Router, Arc<Complet
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(axum::middleware::map_request(drop_unusable_request_id));
-    (router, completions)
+    App { router, background }
 }
 
 /// Longest client-chosen `x-request-id` kept; it is stored with the job and logged.
@@ -130,16 +160,29 @@ async fn drop_unusable_request_id<B>(mut request: Request<B>) -> Request<B> {
     request
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// Serves `app` on `listener`, with its background loops, until `shutdown` resolves; then
+/// waiting `/execute` requests answer 202 with their job's location at once, in-flight
+/// requests finish, and the loops stop.
 ///
 /// # Errors
 /// When the listener fails.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
+    let App { router, background } = app;
+    let tasks = background.spawn();
+    let completions = Arc::clone(&background.completions);
+    let shutdown = async move {
+        shutdown.await;
+        completions.stop();
+    };
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    for task in tasks {
+        task.abort();
+    }
+    served
 }

@@ -30,12 +30,10 @@ async fn main() -> anyhow::Result<()> {
     // The signal starts a graceful shutdown (no new connections, in-flight requests finish);
     // after the grace period whatever is still in flight is dropped. Jobs are not affected:
     // they live in the store and run on workers.
-    let (router, completions) = api::app(&config, store);
+    let app = api::app(&config, store);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown_signal().await;
-        // Waiting /execute requests answer 202 with their job's location right away.
-        completions.stop();
         let _ = stopping_tx.send(());
     };
     let grace = Duration::from_secs(config.shutdown_grace_secs);
@@ -47,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     tokio::select! {
-        served = api::serve(listener, router, shutdown) => served?,
+        served = api::serve(listener, app, shutdown) => served?,
         () = deadline => tracing::warn!(?grace, "grace period over; dropping requests still in flight"),
     }
     tracing::info!("api stopped");

@@ -18,8 +18,6 @@ use shared::metrics::Buckets;
 use shared::store::JobStore;
 use tokio::sync::Mutex;
 
-use crate::state::AppState;
-
 const HTTP_REQUESTS: &str = "runbox_http_requests_total";
 const HTTP_DURATION: &str = "runbox_http_request_duration_seconds";
 const JOBS_SUBMITTED: &str = "runbox_jobs_submitted_total";
@@ -150,8 +148,7 @@ impl Exporter {
             content_type = "text/plain; version=0.0.4", body = String),
     )
 )]
-pub async fn render(State(state): State<AppState>) -> Response {
-    let exporter = &state.metrics;
+pub async fn render(State(exporter): State<Arc<Exporter>>) -> Response {
     exporter.count_jobs().await;
     (
         [(header::CONTENT_TYPE, shared::metrics::CONTENT_TYPE)],

@@ -1,6 +1,6 @@
 //! The API's OpenAPI 3.1 description: its frame (info, tags) here, one path per handler from
-//! `routes::api_routes`, and what every operation shares (request id, overload answers) and
-//! the server's request limits filled in when it is served.
+//! the routes (`routes::document` joins the two), and what every operation shares (request
+//! id, overload answers) and the server's request limits filled in by [`complete`].
 
 use serde::Serialize;
 use utoipa::openapi::header::HeaderBuilder;
@@ -11,7 +11,6 @@ use utoipa::{Number, PartialSchema, ToSchema};
 
 use crate::config::RequestLimits;
 use crate::error::ErrorBody;
-use crate::routes;
 use crate::view::JobView;
 
 /// The frame of the document; [`document`] adds the paths.
@@ -50,10 +49,10 @@ pub enum ExecuteFailure<'a> {
 
 const REQUEST_ID: &str = "x-request-id";
 
-/// The whole description of the API as this server runs it.
+/// The routes' description made whole, as this server runs it: the shared parts of every
+/// operation and the server's limits added.
 #[must_use]
-pub fn document(limits: &RequestLimits) -> OpenApi {
-    let mut document = routes::api_routes().into_openapi();
+pub fn complete(mut document: OpenApi, limits: &RequestLimits) -> OpenApi {
     describe_limits(&mut document, limits);
     for item in document.paths.paths.values_mut() {
         for operation in [
@@ -190,73 +189,4 @@ fn append(description: &mut Option<String>, sentence: &str) {
         text.push(' ');
     }
     text.push_str(sentence);
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::Value;
-
-    use super::*;
-
-    const LIMITS: RequestLimits = RequestLimits {
-        max_script_bytes: 1000,
-        default_timeout_secs: 5.0,
-        max_timeout_secs: 20.0,
-        default_memory_mb: 128,
-        min_memory_mb: 64,
-        max_memory_mb: 512,
-    };
-
-    fn operations(document: &Value) -> Vec<(String, &Value)> {
-        let paths = document["paths"].as_object().expect("paths");
-        paths
-            .iter()
-            .flat_map(|(path, item)| {
-                let item = item.as_object().expect("path item");
-                item.iter()
-                    .map(move |(method, operation)| (format!("{method} {path}"), operation))
-            })
-            .collect()
-    }
-
-    #[test]
-    fn request_body_shows_the_servers_limits() {
-        let document = serde_json::to_value(document(&LIMITS)).expect("serializes");
-        let body = &document["components"]["schemas"]["ScriptRequest"]["properties"];
-        assert_eq!(body["timeout"]["default"], 5.0);
-        assert_eq!(body["timeout"]["exclusiveMinimum"], 0.0);
-        assert_eq!(body["timeout"]["maximum"], 20.0);
-        assert_eq!(body["memory_mb"]["default"], 128);
-        assert_eq!(body["memory_mb"]["minimum"], 64);
-        assert_eq!(body["memory_mb"]["maximum"], 512);
-        let script = body["script"]["description"].as_str().expect("described");
-        assert!(script.contains("1000 bytes"), "{script}");
-    }
-
-    #[test]
-    fn every_operation_takes_and_answers_a_request_id() {
-        let document = serde_json::to_value(document(&LIMITS)).expect("serializes");
-        let operations = operations(&document);
-        assert!(operations.len() >= 11);
-        for (name, operation) in operations {
-            let parameters = operation["parameters"].as_array().expect("parameters");
-            assert!(parameters.iter().any(|p| p["name"] == REQUEST_ID), "{name}");
-            for parameter in parameters {
-                assert!(
-                    !parameter["schema"]["type"].is_array(),
-                    "{name}: {parameter} may be null"
-                );
-            }
-            let responses = operation["responses"].as_object().expect("responses");
-            for status in ["500", "503", "504"] {
-                assert!(responses.contains_key(status), "{name} lacks {status}");
-            }
-            for (status, response) in responses {
-                assert!(
-                    response["headers"][REQUEST_ID].is_object(),
-                    "{name} {status}"
-                );
-            }
-        }
-    }
 }

@@ -23,4 +23,13 @@ pub struct AppState {
     pub idempotency_window: Duration,
     pub cancel_on_disconnect: bool,
     pub metrics: Arc<Exporter>,
+    /// `/openapi.json`, built and serialized once at start (it depends only on the limits).
+    pub openapi: axum::body::Bytes,
+}
+
+/// Metrics rendering needs only its exporter, not the whole state.
+impl axum::extract::FromRef<AppState> for Arc<Exporter> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.metrics)
+    }
 }

@@ -1,184 +1,26 @@
-//! HTTP handlers. They check input, talk to the store through `JobStore`, and shape replies;
-//! status mapping lives in `error` and `view`. Each handler's `#[utoipa::path]` is both its
-//! route and its entry in the API description.
+//! `/execute` and `/jobs`: running, queueing, following, listing and cancelling jobs.
 
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
-use chrono::Utc;
+use axum::Json;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
-use shared::job::{
-    Cancelled, Enqueued, Idempotency, JobId, JobStatus, ListCursor, ListQuery, NewJob,
-};
-use shared::store::JobStore;
-use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
+use shared::job::{Cancelled, JobId, JobStatus, ListCursor, ListQuery};
 
 use crate::error::{ApiError, ErrorBody};
-use crate::openapi::{ApiDoc, ExecuteFailure};
+use crate::openapi::ExecuteFailure;
 use crate::request::{ScriptRequest, ScriptRequestBody};
 use crate::state::AppState;
-use crate::view::{
-    execute_status, Accepted, JobPage, JobSummaryView, JobView, MainKind, ServiceStatus, Validated,
-};
-use crate::REQUEST_ID;
-use crate::{docs, metrics, playground};
-
-/// Every route, each declared once with its description: the router serves exactly what the
-/// document lists. A new route is one more `routes!` line naming a `#[utoipa::path]` handler.
-pub fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(execute))
-        .routes(routes!(submit, list))
-        .routes(routes!(job, delete_job))
-        .routes(routes!(cancel_job))
-        .routes(routes!(validate))
-        .routes(routes!(health))
-        .routes(routes!(ready))
-        .routes(routes!(metrics::render))
-        .routes(routes!(docs::openapi_json))
-        .routes(routes!(docs::page))
-        .routes(routes!(docs::asset))
-        .routes(routes!(playground::page))
-        .routes(routes!(playground::script))
-        .routes(routes!(playground::stylesheet))
-}
-
-/// All routes of the API, with JSON answers for unknown routes and methods.
-pub fn router(state: AppState) -> Router {
-    let (router, _) = api_routes().split_for_parts();
-    router
-        .fallback(no_route)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-}
+use crate::submission::{self, CancelOnDisconnect, Submitted};
+use crate::view::{execute_status, Accepted, JobPage, JobSummaryView, JobView};
 
 /// Description of the `Idempotency-Key` request header, shared by the routes that take it.
 const IDEMPOTENCY_KEY: &str = "1 to 255 visible ASCII characters. The same key with the same \
     body (script, timeout, memory) within `IDEMPOTENCY_WINDOW_SECS` returns the same job instead \
     of creating another; with a different body it is a 422 `idempotency_key_reused`.";
-
-/// A job this request stored, or the one its `Idempotency-Key` already names.
-struct Submitted {
-    id: JobId,
-    created: bool,
-}
-
-/// The `Idempotency-Key` header, if sent.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .map_err(|_| ApiError::InvalidIdempotencyKey)?
-        .trim();
-    if key.is_empty() || key.len() > 255 {
-        return Err(ApiError::InvalidIdempotencyKey);
-    }
-    Ok(Some(key.to_owned()))
-}
-
-/// Digest of what makes two requests "the same" for an idempotency key.
-fn request_hash(request: &ScriptRequest) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(request.script.as_bytes());
-    hasher.update(request.limits.timeout.as_millis().to_le_bytes());
-    hasher.update(request.limits.memory_mb.to_le_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-async fn submit_job(
-    state: &AppState,
-    headers: &HeaderMap,
-    request: ScriptRequest,
-) -> Result<Submitted, ApiError> {
-    let key = idempotency_key(headers)?;
-    state.checker.check(request.script.clone()).await?;
-    let depth = state.store.queue_depth().await?;
-    if depth >= state.max_queued_jobs {
-        return Err(ApiError::QueueFull {
-            depth,
-            limit: state.max_queued_jobs,
-        });
-    }
-    let job = NewJob {
-        id: JobId::new(),
-        idempotency: key.map(|key| Idempotency {
-            key,
-            request_hash: request_hash(&request),
-            window: state.idempotency_window,
-        }),
-        script: request.script,
-        limits: request.limits,
-        created_at: Utc::now(),
-        request_id: headers
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    };
-    match state.store.enqueue(&job).await? {
-        Enqueued::Created => {
-            tracing::info!(job_id = %job.id, "job queued");
-            Ok(Submitted {
-                id: job.id,
-                created: true,
-            })
-        }
-        Enqueued::Existing {
-            id,
-            same_request: true,
-        } => Ok(Submitted { id, created: false }),
-        Enqueued::Existing {
-            id,
-            same_request: false,
-        } => Err(ApiError::IdempotencyConflict {
-            job_id: id.to_string(),
-        }),
-    }
-}
-
-/// Cancels the job of an `/execute` whose client went away before the answer; disarmed once
-/// the answer is ready.
-struct CancelOnDisconnect {
-    store: Option<Arc<dyn JobStore>>,
-    id: JobId,
-}
-
-impl CancelOnDisconnect {
-    fn disarm(&mut self) {
-        self.store = None;
-    }
-}
-
-impl Drop for CancelOnDisconnect {
-    fn drop(&mut self) {
-        if let Some(store) = self.store.take() {
-            let id = self.id;
-            tokio::spawn(async move {
-                match store.cancel(id).await {
-                    Ok(Cancelled::Done) => {
-                        tracing::info!(job_id = %id, "client disconnected; job cancelled");
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(job_id = %id, error = %e, "could not cancel job"),
-                }
-            });
-        }
-    }
-}
 
 fn accepted(id: JobId, status: &'static str) -> Response {
     let body = Accepted::new(id, status);
@@ -228,20 +70,18 @@ fn accepted(id: JobId, status: &'static str) -> Response {
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
     )
 )]
-async fn execute(
+pub(super) async fn execute(
     State(state): State<AppState>,
     headers: HeaderMap,
     request: ScriptRequest,
 ) -> Result<Response, ApiError> {
     let wait = request.limits.timeout + state.queue_grace;
-    let Submitted { id, created } = submit_job(&state, &headers, request).await?;
-    if created {
+    let submitted = submission::submit(&state, &headers, request).await?;
+    if submitted.created {
         crate::metrics::job_submitted("execute");
     }
-    let mut guard = CancelOnDisconnect {
-        store: (created && state.cancel_on_disconnect).then(|| Arc::clone(&state.store)),
-        id,
-    };
+    let mut guard = CancelOnDisconnect::new(&state, &submitted);
+    let id = submitted.id;
     let finished = state.completions.wait(id, wait).await;
     guard.disarm();
     if !finished {
@@ -292,12 +132,12 @@ async fn execute(
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
     )
 )]
-async fn submit(
+pub(super) async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
     request: ScriptRequest,
 ) -> Result<Response, ApiError> {
-    let Submitted { id, created } = submit_job(&state, &headers, request).await?;
+    let Submitted { id, created } = submission::submit(&state, &headers, request).await?;
     if created {
         crate::metrics::job_submitted("jobs");
     }
@@ -329,7 +169,10 @@ async fn submit(
         (status = 409, description = "The job had already finished (`already_finished`).", body = ErrorBody),
     )
 )]
-async fn cancel_job(state: State<AppState>, id: Path<String>) -> Result<Response, ApiError> {
+pub(super) async fn cancel_job(
+    state: State<AppState>,
+    id: Path<String>,
+) -> Result<Response, ApiError> {
     cancel(state, id).await
 }
 
@@ -348,7 +191,10 @@ async fn cancel_job(state: State<AppState>, id: Path<String>) -> Result<Response
         (status = 409, description = "The job had already finished (`already_finished`).", body = ErrorBody),
     )
 )]
-async fn delete_job(state: State<AppState>, id: Path<String>) -> Result<Response, ApiError> {
+pub(super) async fn delete_job(
+    state: State<AppState>,
+    id: Path<String>,
+) -> Result<Response, ApiError> {
     cancel(state, id).await
 }
 
@@ -395,7 +241,7 @@ async fn cancel(
         (status = 404, description = "No such job (`not_found`).", body = ErrorBody),
     )
 )]
-async fn job(
+pub(super) async fn job(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
@@ -419,7 +265,7 @@ async fn job(
 
 /// Query of `GET /jobs`; every field is checked by [`list_query`] with a message naming it.
 #[derive(Debug, Default, Deserialize)]
-struct ListParams {
+pub(super) struct ListParams {
     status: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
@@ -497,7 +343,7 @@ fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
             (`invalid_request`, naming `field`).", body = ErrorBody),
     )
 )]
-async fn list(
+pub(super) async fn list(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -547,70 +393,6 @@ fn long_poll_wait(query: Option<&str>) -> Result<Duration, ApiError> {
             field: "wait",
             message: "`wait` must be a number of seconds from 0 to 30".to_owned(),
         })
-}
-
-/// Check a script without running it.
-///
-/// The checks `/execute` makes before queueing: the same 400 and 413 answers, or which `main`
-/// the script defines.
-#[utoipa::path(
-    post,
-    path = "/validate",
-    tag = "scripts",
-    request_body = ScriptRequestBody,
-    responses(
-        (status = 200, description = "The script would be queued.", body = Validated),
-        (status = 400, description = "The request or the script is invalid.", body = ErrorBody),
-        (status = 413, description = "Script or body too large (`payload_too_large`).", body = ErrorBody),
-        (status = 503, description = "Validation capacity stayed busy (`busy`) or too many \
-            requests are in flight.", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
-    )
-)]
-async fn validate(
-    State(state): State<AppState>,
-    request: ScriptRequest,
-) -> Result<Json<Validated>, ApiError> {
-    let main = state.checker.check(request.script).await?;
-    Ok(Json(Validated {
-        ok: true,
-        main: MainKind::from(&main),
-    }))
-}
-
-/// Liveness: the process is up.
-#[utoipa::path(
-    get,
-    path = "/health",
-    tag = "service",
-    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = ServiceStatus)),
-)]
-async fn health() -> Json<ServiceStatus> {
-    Json(ServiceStatus { status: "ok" })
-}
-
-/// Readiness: the job store answers.
-#[utoipa::path(
-    get,
-    path = "/ready",
-    tag = "service",
-    responses(
-        (status = 200, description = "`{\"status\": \"ready\"}`", body = ServiceStatus),
-        (status = 503, description = "The job store is unavailable (`store_unavailable`).", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
-    )
-)]
-async fn ready(State(state): State<AppState>) -> Result<Json<ServiceStatus>, ApiError> {
-    state.store.ping().await?;
-    Ok(Json(ServiceStatus { status: "ready" }))
-}
-
-async fn no_route(uri: Uri) -> ApiError {
-    ApiError::NoRoute(uri.path().to_owned())
-}
-
-async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
 }
 
 #[cfg(test)]

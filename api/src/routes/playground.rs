@@ -22,15 +22,15 @@ impl Asset {
 }
 
 static INDEX: Asset = Asset::new(
-    include_str!("../playground/index.html"),
+    include_str!("../../playground/index.html"),
     "text/html; charset=utf-8",
 );
 static SCRIPT: Asset = Asset::new(
-    include_str!("../playground/app.js"),
+    include_str!("../../playground/app.js"),
     "text/javascript; charset=utf-8",
 );
 static STYLESHEET: Asset = Asset::new(
-    include_str!("../playground/style.css"),
+    include_str!("../../playground/style.css"),
     "text/css; charset=utf-8",
 );
 
@@ -161,8 +161,7 @@ mod tests {
             .await
             .expect("sqlite store");
         let config = ApiConfig::parse_from(["api", "--database-url", url.as_str()]);
-        let (router, _completions) = crate::app(&config, Arc::clone(&store));
-        (router, dir)
+        (crate::app(&config, Arc::clone(&store)).router, dir)
     }
 
     async fn get(router: &Router, path: &str, headers: &[(&str, &str)]) -> Response {

@@ -1,0 +1,136 @@
+//! HTTP handlers, one module per resource. They check input, call the submission service or
+//! the store, and shape replies; status mapping lives in `error` and `view`. Each handler's `#[utoipa::path]` is both its
+//! route and its entry in the API description.
+
+mod docs;
+mod jobs;
+mod playground;
+mod scripts;
+mod service;
+
+use axum::http::Uri;
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::RequestLimits;
+use crate::error::ApiError;
+use crate::metrics;
+use crate::openapi::{self, ApiDoc};
+use crate::state::AppState;
+
+/// Every route, each declared once with its description: the router serves exactly what the
+/// document lists. A new route is one more `routes!` line naming a `#[utoipa::path]` handler.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(jobs::execute))
+        .routes(routes!(jobs::submit, jobs::list))
+        .routes(routes!(jobs::job, jobs::delete_job))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(scripts::validate))
+        .routes(routes!(service::health))
+        .routes(routes!(service::ready))
+        .routes(routes!(metrics::render))
+        .routes(routes!(docs::openapi_json))
+        .routes(routes!(docs::page))
+        .routes(routes!(docs::asset))
+        .routes(routes!(playground::page))
+        .routes(routes!(playground::script))
+        .routes(routes!(playground::stylesheet))
+}
+
+/// The OpenAPI document of these routes as this server runs them.
+#[must_use]
+pub fn document(limits: &RequestLimits) -> utoipa::openapi::OpenApi {
+    openapi::complete(api_routes().into_openapi(), limits)
+}
+
+/// All routes of the API, with JSON answers for unknown routes and methods.
+pub fn router(state: AppState) -> Router {
+    let (router, _) = api_routes().split_for_parts();
+    router
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().to_owned())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    /// The request-id header every operation takes and answers.
+    const REQUEST_ID: &str = "x-request-id";
+
+    const LIMITS: RequestLimits = RequestLimits {
+        max_script_bytes: 1000,
+        default_timeout_secs: 5.0,
+        max_timeout_secs: 20.0,
+        default_memory_mb: 128,
+        min_memory_mb: 64,
+        max_memory_mb: 512,
+    };
+
+    fn operations(document: &Value) -> Vec<(String, &Value)> {
+        let paths = document["paths"].as_object().expect("paths");
+        paths
+            .iter()
+            .flat_map(|(path, item)| {
+                let item = item.as_object().expect("path item");
+                item.iter()
+                    .map(move |(method, operation)| (format!("{method} {path}"), operation))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn request_body_shows_the_servers_limits() {
+        let document = serde_json::to_value(document(&LIMITS)).expect("serializes");
+        let body = &document["components"]["schemas"]["ScriptRequest"]["properties"];
+        assert_eq!(body["timeout"]["default"], 5.0);
+        assert_eq!(body["timeout"]["exclusiveMinimum"], 0.0);
+        assert_eq!(body["timeout"]["maximum"], 20.0);
+        assert_eq!(body["memory_mb"]["default"], 128);
+        assert_eq!(body["memory_mb"]["minimum"], 64);
+        assert_eq!(body["memory_mb"]["maximum"], 512);
+        let script = body["script"]["description"].as_str().expect("described");
+        assert!(script.contains("1000 bytes"), "{script}");
+    }
+
+    #[test]
+    fn every_operation_takes_and_answers_a_request_id() {
+        let document = serde_json::to_value(document(&LIMITS)).expect("serializes");
+        let operations = operations(&document);
+        assert!(operations.len() >= 11);
+        for (name, operation) in operations {
+            let parameters = operation["parameters"].as_array().expect("parameters");
+            assert!(parameters.iter().any(|p| p["name"] == REQUEST_ID), "{name}");
+            for parameter in parameters {
+                assert!(
+                    !parameter["schema"]["type"].is_array(),
+                    "{name}: {parameter} may be null"
+                );
+            }
+            let responses = operation["responses"].as_object().expect("responses");
+            for status in ["500", "503", "504"] {
+                assert!(responses.contains_key(status), "{name} lacks {status}");
+            }
+            for (status, response) in responses {
+                assert!(
+                    response["headers"][REQUEST_ID].is_object(),
+                    "{name} {status}"
+                );
+            }
+        }
+    }
+}
