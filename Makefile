@@ -29,8 +29,8 @@ build:
 run: provision build
 	@scripts/run.sh
 
-## api / worker: start one process (e.g. extra workers: `METRICS_ADDR=127.0.0.1:9092 make worker`
-## in another terminal, each with its own metrics port)
+## api / worker: start one process (e.g. extra workers: `make worker` in another terminal, each
+## on the next free metrics port from 9091)
 api: provision build
 	./target/release/api
 

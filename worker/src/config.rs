@@ -1,6 +1,7 @@
 //! Worker settings: where the queue is, how many jobs run at once, how sandboxes are built.
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -62,9 +63,9 @@ pub struct WorkerConfig {
     pub shutdown_grace_secs: u64,
 
     /// Where Prometheus metrics are served (`GET /metrics`), as host:port; `off` (or empty)
-    /// serves none.
-    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9091")]
-    pub metrics_addr: MetricsAddr,
+    /// serves none (default: the first free port from 127.0.0.1:9091 up).
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<MetricsAddr>,
 }
 
 impl WorkerConfig {
@@ -87,6 +88,12 @@ impl WorkerConfig {
             .max(1)
     }
 
+    /// Where metrics are served; [`MetricsAddr::Default`] when `METRICS_ADDR` is not set.
+    #[must_use]
+    pub fn metrics_addr(&self) -> MetricsAddr {
+        self.metrics_addr.unwrap_or(MetricsAddr::Default)
+    }
+
     #[must_use]
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_ms.max(1))
@@ -101,9 +108,16 @@ impl WorkerConfig {
 /// The metrics listener's address, or none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricsAddr {
+    /// Not configured: the first free port of [`DEFAULT_METRICS_PORTS`] on loopback, so
+    /// several workers on one host start without settings of their own.
+    Default,
     Off,
+    /// Configured: this address or, when it is taken, no worker.
     Listen(SocketAddr),
 }
+
+/// The ports tried, in order, when `METRICS_ADDR` is not set.
+pub const DEFAULT_METRICS_PORTS: RangeInclusive<u16> = 9091..=9190;
 
 impl FromStr for MetricsAddr {
     type Err = String;
@@ -223,19 +237,21 @@ mod tests {
     use clap::Parser;
 
     #[test]
-    fn metrics_are_served_on_loopback_unless_turned_off() {
+    fn metrics_are_served_on_a_free_loopback_port_unless_configured() {
         let default = WorkerConfig::parse_from(["worker"]);
-        assert_eq!(
-            default.metrics_addr,
-            MetricsAddr::Listen(SocketAddr::from(([127, 0, 0, 1], 9091)))
-        );
+        assert_eq!(default.metrics_addr(), MetricsAddr::Default);
         for off in ["off", ""] {
             let config = WorkerConfig::parse_from(["worker", "--metrics-addr", off]);
-            assert_eq!(config.metrics_addr, MetricsAddr::Off);
+            assert_eq!(config.metrics_addr(), MetricsAddr::Off);
         }
+        let first = WorkerConfig::parse_from(["worker", "--metrics-addr", "127.0.0.1:9091"]);
+        assert_eq!(
+            first.metrics_addr(),
+            MetricsAddr::Listen(SocketAddr::from(([127, 0, 0, 1], 9091)))
+        );
         let any = WorkerConfig::parse_from(["worker", "--metrics-addr", "0.0.0.0:9100"]);
         assert_eq!(
-            any.metrics_addr,
+            any.metrics_addr(),
             MetricsAddr::Listen(SocketAddr::from(([0, 0, 0, 0], 9100)))
         );
         assert!(WorkerConfig::try_parse_from(["worker", "--metrics-addr", "localhost"]).is_err());

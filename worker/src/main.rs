@@ -19,14 +19,23 @@ async fn main() -> anyhow::Result<()> {
     shared::telemetry::init(&config.log);
 
     let readiness = worker::metrics::Readiness::default();
-    // Bound before anything else so a taken port stops the worker at once.
-    if let MetricsAddr::Listen(address) = config.metrics_addr {
-        let listener = tokio::net::TcpListener::bind(address)
+    // Bound before anything else so a configured port that is taken stops the worker at once.
+    let metrics_addr = config.metrics_addr();
+    let metrics_listener =
+        worker::metrics::bind(metrics_addr)
             .await
-            .with_context(|| format!("binding the metrics listener on {address} (METRICS_ADDR)"))?;
+            .with_context(|| match metrics_addr {
+                MetricsAddr::Listen(address) => {
+                    format!("binding the metrics listener on {address} (METRICS_ADDR)")
+                }
+                _ => "binding the metrics listener (METRICS_ADDR chooses its address)".to_owned(),
+            })?;
+    if let Some(listener) = metrics_listener {
         let handle = worker::metrics::install();
-        let bound = listener.local_addr().unwrap_or(address);
-        tracing::info!(address = %bound, "metrics at /metrics, health at /health");
+        match listener.local_addr() {
+            Ok(address) => tracing::info!(%address, "metrics at /metrics, health at /health"),
+            Err(_) => tracing::info!("metrics at /metrics, health at /health"),
+        }
         let readiness = readiness.clone();
         tokio::spawn(async move {
             if let Err(e) = worker::metrics::serve(listener, handle, readiness).await {
@@ -84,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// Opens the store, waiting while the database is unreachable or not yet migrated (a worker
 /// may start before its database, or before the API that migrates it); other errors, such as
-/// an unsupported URL, end the worker at once.
+/// a URL scheme that names no database, end the worker at once.
 async fn open_store(config: &WorkerConfig) -> Result<Arc<dyn JobStore>, StoreError> {
     let mut backoff = Duration::from_millis(200);
     loop {

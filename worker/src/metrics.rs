@@ -2,6 +2,9 @@
 //! sandbox start-up times, lost leases and reaped jobs, served at `GET /metrics` on
 //! `METRICS_ADDR`, beside `GET /health` for container health checks.
 
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +22,8 @@ use shared::job::{ClaimedJob, Outcome};
 use shared::metrics::Buckets;
 use shared::store::Reaped;
 use tokio::net::TcpListener;
+
+use crate::config::{MetricsAddr, DEFAULT_METRICS_PORTS};
 
 const JOBS_CLAIMED: &str = "runbox_jobs_claimed_total";
 const JOBS_RUNNING: &str = "runbox_jobs_running";
@@ -135,6 +140,43 @@ impl Readiness {
     }
 }
 
+/// Opens the metrics listener: a configured address exactly, else the first free port of
+/// [`DEFAULT_METRICS_PORTS`] on loopback; `None` when metrics are off.
+///
+/// # Errors
+/// When a configured address cannot be bound, or every default port is taken.
+pub async fn bind(address: MetricsAddr) -> io::Result<Option<TcpListener>> {
+    match address {
+        MetricsAddr::Off => Ok(None),
+        MetricsAddr::Listen(address) => TcpListener::bind(address).await.map(Some),
+        MetricsAddr::Default => bind_first_free(Ipv4Addr::LOCALHOST.into(), DEFAULT_METRICS_PORTS)
+            .await
+            .map(Some),
+    }
+}
+
+/// Binds the first port of `ports` on `ip` that no other socket holds.
+///
+/// # Errors
+/// `AddrInUse` when every port is taken; any other failure to bind at once, since the next
+/// port would fail the same way.
+pub async fn bind_first_free(ip: IpAddr, ports: RangeInclusive<u16>) -> io::Result<TcpListener> {
+    for port in ports.clone() {
+        match TcpListener::bind((ip, port)).await {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
+            bound => return bound,
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!(
+            "every port from {} to {} on {ip} is taken",
+            ports.start(),
+            ports.end()
+        ),
+    ))
+}
+
 /// Serves `GET /metrics`, and `GET /health` (200 once `readiness` is set, 503 before), on
 /// `listener` until the process ends.
 ///
@@ -144,7 +186,7 @@ pub async fn serve(
     listener: TcpListener,
     handle: PrometheusHandle,
     readiness: Readiness,
-) -> std::io::Result<()> {
+) -> io::Result<()> {
     let app = Router::new()
         .route(
             "/metrics",
@@ -267,5 +309,55 @@ mod tests {
             assert!(!buckets.is_empty(), "{name}");
             assert!(buckets.windows(2).all(|w| w[0] < w[1]), "{name}");
         }
+    }
+
+    /// A port held by this test, and the next `len` ports to scan from it.
+    fn taken_port_and_range(len: u16) -> (std::net::TcpListener, RangeInclusive<u16>) {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let port = taken.local_addr().expect("local addr").port();
+        (taken, port..=port.saturating_add(len))
+    }
+
+    #[tokio::test]
+    async fn the_first_free_port_after_a_taken_one_is_bound() {
+        let (_taken, ports) = taken_port_and_range(20);
+        let listener = bind_first_free(Ipv4Addr::LOCALHOST.into(), ports.clone())
+            .await
+            .expect("a free port in the range");
+        let bound = listener.local_addr().expect("local addr").port();
+        assert!(ports.contains(&bound) && bound > *ports.start(), "{bound}");
+        for skipped in *ports.start()..bound {
+            assert!(
+                std::net::TcpListener::bind(("127.0.0.1", skipped)).is_err(),
+                "port {skipped} was free but skipped"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_range_with_every_port_taken_is_an_address_in_use_error() {
+        let (_taken, ports) = taken_port_and_range(0);
+        let error = bind_first_free(Ipv4Addr::LOCALHOST.into(), ports)
+            .await
+            .expect_err("the only port is taken");
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[tokio::test]
+    async fn a_configured_address_that_is_taken_is_an_error() {
+        let (taken, _) = taken_port_and_range(0);
+        let address = taken.local_addr().expect("local addr");
+        let error = bind(MetricsAddr::Listen(address))
+            .await
+            .expect_err("the configured port is taken");
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[tokio::test]
+    async fn metrics_turned_off_bind_nothing() {
+        assert!(bind(MetricsAddr::Off)
+            .await
+            .expect("nothing to bind")
+            .is_none());
     }
 }

@@ -44,9 +44,52 @@ pub enum StoreError {
     /// The write-back was fenced off: the job is no longer running under this lease.
     #[error("lease on job {0} is no longer held")]
     LeaseLost(JobId),
-    /// `DATABASE_URL` names a backend this build does not support.
-    #[error("unsupported DATABASE_URL: {0}")]
-    UnsupportedUrl(String),
+    /// `DATABASE_URL` has a scheme that names no backend (a typo such as `postgress://`);
+    /// holds the scheme only, never the rest of the URL, which may carry a password.
+    #[error(
+        "DATABASE_URL has the scheme `{0}`, which runbox does not know: use postgres://… (or \
+         postgresql://…) for Postgres, sqlite://PATH, sqlite:PATH or a plain file path for SQLite"
+    )]
+    UnknownScheme(String),
+}
+
+/// The database a `DATABASE_URL` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    /// Reads the backend from `database_url`'s scheme: `postgres://` or `postgresql://` for
+    /// Postgres, `sqlite:` (`sqlite://PATH`, `sqlite:PATH`, `sqlite::memory:`) or no scheme at
+    /// all (a plain file path) for SQLite.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownScheme`] for any other scheme. A relative path whose first
+    /// component holds a `:` reads as a scheme too; write it `./PATH` or `sqlite:PATH`.
+    pub fn of(database_url: &str) -> Result<Self, StoreError> {
+        if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+            return Ok(Self::Postgres);
+        }
+        if database_url.starts_with("sqlite:") {
+            return Ok(Self::Sqlite);
+        }
+        match scheme(database_url) {
+            Some(scheme) => Err(StoreError::UnknownScheme(scheme.to_owned())),
+            None => Ok(Self::Sqlite),
+        }
+    }
+}
+
+/// The scheme of `url` as RFC 3986 spells one (a letter, then letters, digits, `+`, `-` or
+/// `.`, then `:`), or `None` when `url` does not start with one and so is a file path.
+fn scheme(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once(':')?;
+    let mut chars = scheme.chars();
+    let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    (starts_with_letter && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+        .then_some(scheme)
 }
 
 /// Whether connecting should bring the schema up to date or only check it.
@@ -218,25 +261,20 @@ pub trait JobStore: Send + Sync + 'static {
     fn events(&self) -> Option<StoreEvents>;
 }
 
-/// Opens the store `database_url` names: `postgres://` (or `postgresql://`) for Postgres,
-/// `sqlite:` URLs or plain paths for SQLite.
+/// Opens the store `database_url` names (see [`Backend::of`]).
 ///
 /// # Errors
-/// When the database cannot be opened, or the schema is missing or older than this build
-/// under [`Schema::RequireCurrent`].
+/// When the URL's scheme names no backend, the database cannot be opened, or the schema is
+/// missing or older than this build under [`Schema::RequireCurrent`].
 pub async fn connect(
     database_url: &str,
     schema: Schema,
     options: &StoreOptions,
 ) -> Result<Arc<dyn JobStore>, StoreError> {
-    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        return Ok(Arc::new(
-            PgStore::connect(database_url, schema, options).await?,
-        ));
-    }
-    Ok(Arc::new(
-        SqliteStore::connect(database_url, schema, options).await?,
-    ))
+    Ok(match Backend::of(database_url)? {
+        Backend::Postgres => Arc::new(PgStore::connect(database_url, schema, options).await?),
+        Backend::Sqlite => Arc::new(SqliteStore::connect(database_url, schema, options).await?),
+    })
 }
 
 /// Applied migrations against the ones this build embeds; the error tells operators what to do.
@@ -256,5 +294,88 @@ fn require_migrations(
             "the database is missing migrations {missing:?}; start `api` once against it \
              (it applies migrations at start), then start the worker"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_urls_name_postgres() {
+        for url in [
+            "postgres://runbox@127.0.0.1:5432/runbox",
+            "postgresql://user:password@db-host/runbox?sslmode=require",
+        ] {
+            assert_eq!(Backend::of(url).expect(url), Backend::Postgres, "{url}");
+        }
+    }
+
+    #[test]
+    fn sqlite_urls_and_plain_paths_name_sqlite() {
+        for url in [
+            "sqlite://data/jobs.db",
+            "sqlite:///var/lib/runbox/jobs.db",
+            "sqlite:jobs.db",
+            "sqlite::memory:",
+            "data/jobs.db",
+            "/var/lib/runbox/jobs.db",
+            "./jobs:2.db",
+            "/tmp/run:box/jobs.db",
+            "jobs.db",
+        ] {
+            assert_eq!(Backend::of(url).expect(url), Backend::Sqlite, "{url}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_scheme_is_an_error_naming_it_and_the_accepted_ones() {
+        for (url, scheme) in [
+            ("postgress://runbox@127.0.0.1/runbox", "postgress"),
+            ("mysql://root@localhost/runbox", "mysql"),
+            ("sqlite3://data/jobs.db", "sqlite3"),
+            ("Postgres://runbox@127.0.0.1/runbox", "Postgres"),
+            ("file:data/jobs.db", "file"),
+        ] {
+            let error = Backend::of(url).expect_err(url);
+            assert!(
+                matches!(&error, StoreError::UnknownScheme(s) if s == scheme),
+                "{url}: {error:?}"
+            );
+            let message = error.to_string();
+            assert!(message.contains(&format!("`{scheme}`")), "{message}");
+            for accepted in [
+                "postgres://",
+                "postgresql://",
+                "sqlite://PATH",
+                "sqlite:PATH",
+            ] {
+                assert!(message.contains(accepted), "{message}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_unknown_scheme_error_never_shows_a_password() {
+        for url in [
+            "postgress://runbox:s3cret@db-host/runbox",
+            "runbox:s3cret@db-host/runbox",
+        ] {
+            let message = Backend::of(url).expect_err(url).to_string();
+            assert!(!message.contains("s3cret"), "{message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn connect_refuses_an_unknown_scheme_before_opening_anything() {
+        let error = connect(
+            "postgress://runbox@127.0.0.1/runbox",
+            Schema::Migrate,
+            &StoreOptions::default(),
+        )
+        .await
+        .err()
+        .expect("an unknown scheme is refused");
+        assert!(matches!(error, StoreError::UnknownScheme(_)), "{error:?}");
     }
 }
