@@ -37,9 +37,11 @@ api: provision build
 worker: provision build
 	./target/release/worker
 
-lint:
+## lint: formatting, clippy, and licenses, bans and sources of every dependency (deny.toml)
+lint: devtools
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(RUNTIME_DIR)/cargo-tools/bin/cargo-deny check licenses bans sources
 
 ## test: provision, format check, clippy, unit and end-to-end tests with real nsjail; the
 ## end-to-end suite (escape suite included) runs with warm sandboxes (the default) and again

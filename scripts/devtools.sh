@@ -4,6 +4,8 @@
 #                         /usr/lib/python3.11/test), the corpus of `make fidelity`
 #   $RUNTIME_DIR/devtools virtualenv with runtime/dev-requirements.txt (the OpenAPI validator);
 #                         a no-op unless the pinned requirements or this script changed
+#   $RUNTIME_DIR/cargo-tools/bin/cargo-deny, the pinned version, built from crates.io (a few
+#                         minutes, once)
 # Needs python3 with venv, which scripts/provision.sh installs. `--testsuite` installs only the
 # test suite.
 set -euo pipefail
@@ -25,6 +27,13 @@ if [[ ${1:-} == --testsuite ]]; then
 fi
 
 RUNTIME_DIR=${RUNTIME_DIR:-/opt/runbox}
+CARGO_DENY_VERSION=0.20.2
+cargo_deny="$RUNTIME_DIR/cargo-tools/bin/cargo-deny"
+if ! "$cargo_deny" --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
+  echo "devtools: building cargo-deny $CARGO_DENY_VERSION into $RUNTIME_DIR/cargo-tools"
+  cargo install --quiet --locked --root "$RUNTIME_DIR/cargo-tools" "cargo-deny@$CARGO_DENY_VERSION"
+fi
+
 PYTHON=${SYSTEM_PYTHON:-/usr/bin/python3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 requirements="$repo/runtime/dev-requirements.txt"

@@ -142,22 +142,22 @@ fn lexing_failed(
 
 /// Binding strength of the operators, loosest first, as in the grammar.
 mod prec {
-    pub const LAMBDA: u8 = 1; // also `yield`
-    pub const WALRUS: u8 = 2;
-    pub const TERNARY: u8 = 3;
-    pub const OR: u8 = 4;
-    pub const AND: u8 = 5;
-    pub const NOT: u8 = 6;
-    pub const COMPARE: u8 = 7; // also `*x` / `**x` unpacking
-    pub const BIT_OR: u8 = 8;
-    pub const BIT_XOR: u8 = 9;
-    pub const BIT_AND: u8 = 10;
-    pub const SHIFT: u8 = 11;
-    pub const ARITH: u8 = 12;
-    pub const TERM: u8 = 13;
-    pub const UNARY: u8 = 14;
-    pub const POWER: u8 = 15;
-    pub const AWAIT: u8 = 16;
+    pub(super) const LAMBDA: u8 = 1; // also `yield`
+    pub(super) const WALRUS: u8 = 2;
+    pub(super) const TERNARY: u8 = 3;
+    pub(super) const OR: u8 = 4;
+    pub(super) const AND: u8 = 5;
+    pub(super) const NOT: u8 = 6;
+    pub(super) const COMPARE: u8 = 7; // also `*x` / `**x` unpacking
+    pub(super) const BIT_OR: u8 = 8;
+    pub(super) const BIT_XOR: u8 = 9;
+    pub(super) const BIT_AND: u8 = 10;
+    pub(super) const SHIFT: u8 = 11;
+    pub(super) const ARITH: u8 = 12;
+    pub(super) const TERM: u8 = 13;
+    pub(super) const UNARY: u8 = 14;
+    pub(super) const POWER: u8 = 15;
+    pub(super) const AWAIT: u8 = 16;
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

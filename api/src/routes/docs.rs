@@ -31,7 +31,7 @@ static SWAGGER_CONFIG: LazyLock<Arc<Config<'static>>> = LazyLock::new(|| {
             content_type = "application/json", body = Object),
     )
 )]
-pub async fn openapi_json(State(state): State<AppState>) -> Response {
+pub(super) async fn openapi_json(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], state.openapi).into_response()
 }
 
@@ -45,7 +45,7 @@ pub async fn openapi_json(State(state): State<AppState>) -> Response {
             styles come from `/docs/{file}`.", content_type = "text/html", body = String),
     )
 )]
-pub async fn page() -> Html<&'static str> {
+pub(super) async fn page() -> Html<&'static str> {
     Html(include_str!("docs.html"))
 }
 
@@ -62,7 +62,7 @@ pub async fn page() -> Html<&'static str> {
         (status = 404, description = "No such file (`not_found`).", body = ErrorBody),
     )
 )]
-pub async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
+pub(super) async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
     let found = utoipa_swagger_ui::serve(&file, Arc::clone(&SWAGGER_CONFIG))
         .map_err(|e| ApiError::Internal(format!("docs file {file}: {e}")))?;
     let Some(found) = found else {

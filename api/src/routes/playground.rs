@@ -64,7 +64,7 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
         (status = 304, description = "Unchanged since the `If-None-Match` the client sent."),
     )
 )]
-pub async fn page(headers: HeaderMap) -> Response {
+pub(super) async fn page(headers: HeaderMap) -> Response {
     let mut response = serve(&INDEX, &headers);
     let extra = response.headers_mut();
     extra.insert(
@@ -89,7 +89,7 @@ pub async fn page(headers: HeaderMap) -> Response {
         (status = 304, description = "Unchanged since the `If-None-Match` the client sent."),
     )
 )]
-pub async fn script(headers: HeaderMap) -> Response {
+pub(super) async fn script(headers: HeaderMap) -> Response {
     serve(&SCRIPT, &headers)
 }
 
@@ -104,7 +104,7 @@ pub async fn script(headers: HeaderMap) -> Response {
         (status = 304, description = "Unchanged since the `If-None-Match` the client sent."),
     )
 )]
-pub async fn stylesheet(headers: HeaderMap) -> Response {
+pub(super) async fn stylesheet(headers: HeaderMap) -> Response {
     serve(&STYLESHEET, &headers)
 }
 

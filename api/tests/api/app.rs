@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
-pub struct TestApp {
+pub(crate) struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub database_url: String,
@@ -24,14 +24,14 @@ pub struct TestApp {
 
 /// Which store the processes run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
 
 impl Backend {
     /// `TEST_STORE=postgres` runs the whole end-to-end suite on Postgres.
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         match std::env::var("TEST_STORE").as_deref() {
             Ok("postgres") => Self::Postgres,
             _ => Self::Sqlite,
@@ -106,7 +106,7 @@ fn capture_logs(command: &mut Command, dir: &std::path::Path, name: &str) {
 
 /// Whether the workers the tests start fork jobs from warm templates: `SANDBOX_MODE` as the
 /// worker reads it (its default is warm). `make test` runs the escape suite both ways.
-pub fn warm_sandboxes() -> bool {
+pub(crate) fn warm_sandboxes() -> bool {
     std::env::var("SANDBOX_MODE").map_or(true, |mode| mode != "cold")
 }
 
@@ -117,14 +117,14 @@ fn bin_dir() -> PathBuf {
 }
 
 /// The workspace root: `nsjail.cfg`, the README and the container files are there.
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
         .to_path_buf()
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
 }
@@ -154,7 +154,7 @@ async fn terminate(child: &mut Child) -> std::process::ExitStatus {
 
 /// Settings a test may change.
 #[derive(Clone)]
-pub struct Options {
+pub(crate) struct Options {
     pub with_worker: bool,
     pub backend: Backend,
     pub api_env: Vec<(&'static str, String)>,
@@ -175,11 +175,11 @@ impl Default for Options {
     }
 }
 
-pub async fn spawn_app() -> TestApp {
+pub(crate) async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await
 }
 
-pub async fn spawn_app_with(options: Options) -> TestApp {
+pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let (database_url, postgres_database) = match options.backend {
         Backend::Sqlite => (
@@ -237,7 +237,7 @@ impl TestApp {
     }
 
     /// Starts a worker process; it stops when the app is dropped.
-    pub fn start_worker(&mut self, extra_env: &[(&'static str, String)]) {
+    pub(crate) fn start_worker(&mut self, extra_env: &[(&'static str, String)]) {
         let root = repo_root();
         // Distinct outside uids per test process and worker, so per-uid limits of concurrently
         // running tests never add up.
@@ -267,13 +267,17 @@ impl TestApp {
     }
 
     /// How worker `index` exited, or `None` while it still runs.
-    pub fn worker_exit(&mut self, index: usize) -> Option<std::process::ExitStatus> {
+    pub(crate) fn worker_exit(&mut self, index: usize) -> Option<std::process::ExitStatus> {
         let worker = self.workers.get_mut(index).expect("worker exists");
         worker.try_wait().expect("worker status")
     }
 
     /// Kills worker `index` with SIGKILL, as a crash would, and starts a fresh one in its place.
-    pub async fn crash_and_restart_worker(&mut self, index: usize, env: &[(&'static str, String)]) {
+    pub(crate) async fn crash_and_restart_worker(
+        &mut self,
+        index: usize,
+        env: &[(&'static str, String)],
+    ) {
         self.kill_worker(index).await;
         self.start_worker(env);
         let replacement = self.workers.pop().expect("just started");
@@ -281,22 +285,22 @@ impl TestApp {
     }
 
     /// Kills worker `index` with SIGKILL, as a crash would.
-    pub async fn kill_worker(&mut self, index: usize) {
+    pub(crate) async fn kill_worker(&mut self, index: usize) {
         let worker = self.workers.get_mut(index).expect("worker exists");
         worker.kill().await.expect("kill worker");
     }
 
     /// Sends SIGTERM to the API and waits for it to exit; returns its exit status.
-    pub async fn terminate_api(&mut self) -> std::process::ExitStatus {
+    pub(crate) async fn terminate_api(&mut self) -> std::process::ExitStatus {
         terminate(&mut self.api).await
     }
 
     /// Sends SIGTERM to worker `index` and waits for it to exit; returns its exit status.
-    pub async fn terminate_worker(&mut self, index: usize) -> std::process::ExitStatus {
+    pub(crate) async fn terminate_worker(&mut self, index: usize) -> std::process::ExitStatus {
         terminate(self.workers.get_mut(index).expect("worker exists")).await
     }
 
-    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn delete(&self, path: &str) -> (StatusCode, Value) {
         let response = self
             .client
             .delete(format!("{}{path}", self.base))
@@ -307,11 +311,15 @@ impl TestApp {
     }
 
     /// A POST to `path`, for tests that need headers or the raw response.
-    pub fn post_request(&self, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn post_request(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.post(format!("{}{path}", self.base))
     }
 
-    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
         let response = self
             .post_request(path)
             .header("content-type", "application/json")
@@ -322,24 +330,24 @@ impl TestApp {
         json_response(response).await
     }
 
-    pub async fn execute(&self, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn execute(&self, body: Value) -> (StatusCode, Value) {
         self.post("/execute", body.to_string()).await
     }
 
     /// Runs `script` with default limits.
-    pub async fn run(&self, script: &str) -> (StatusCode, Value) {
+    pub(crate) async fn run(&self, script: &str) -> (StatusCode, Value) {
         self.execute(json!({ "script": script })).await
     }
 
-    pub async fn submit(&self, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn submit(&self, body: Value) -> (StatusCode, Value) {
         self.post("/jobs", body.to_string()).await
     }
 
-    pub async fn validate(&self, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn validate(&self, body: Value) -> (StatusCode, Value) {
         self.post("/validate", body.to_string()).await
     }
 
-    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
         let response = self
             .client
             .get(format!("{}{path}", self.base))
@@ -350,13 +358,13 @@ impl TestApp {
     }
 
     /// The raw log of one process (`api`, `worker-0`, …) of an app started with `capture_logs`.
-    pub fn process_log(&self, name: &str) -> String {
+    pub(crate) fn process_log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }
 
     /// Every JSON log line written so far by the processes of an app started with
     /// `capture_logs`, api first.
-    pub fn log_lines(&self) -> Vec<Value> {
+    pub(crate) fn log_lines(&self) -> Vec<Value> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
             .expect("temp dir")
             .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -378,12 +386,12 @@ impl TestApp {
             .collect()
     }
 
-    pub async fn job(&self, id: &str) -> (StatusCode, Value) {
+    pub(crate) async fn job(&self, id: &str) -> (StatusCode, Value) {
         self.get(&format!("/jobs/{id}")).await
     }
 
     /// Polls `GET /jobs/<id>` until the job is terminal.
-    pub async fn wait_for_terminal(&self, id: &str, limit: Duration) -> Value {
+    pub(crate) async fn wait_for_terminal(&self, id: &str, limit: Duration) -> Value {
         match self.poll_until_terminal(id, limit).await {
             Ok(job) => job,
             Err(job) => panic!("job {id} still {}", job["status"]),
@@ -392,7 +400,11 @@ impl TestApp {
 
     /// Polls `GET /jobs/<id>` until the job is terminal (`Ok`) or `limit` passes (`Err` with
     /// the job as last seen).
-    pub async fn poll_until_terminal(&self, id: &str, limit: Duration) -> Result<Value, Value> {
+    pub(crate) async fn poll_until_terminal(
+        &self,
+        id: &str,
+        limit: Duration,
+    ) -> Result<Value, Value> {
         let deadline = Instant::now() + limit;
         loop {
             let (status, job) = self.job(id).await;

@@ -62,7 +62,7 @@ async fn every_readme_execute_example_answers_as_documented() {
 
 /// The settings a binary's `--help` lists: environment variable and default (`None` when it
 /// has none). Every option but `--help` must have a variable.
-pub fn help_settings(binary: &str) -> BTreeMap<String, Option<String>> {
+pub(crate) fn help_settings(binary: &str) -> BTreeMap<String, Option<String>> {
     let path = PathBuf::from(env!("CARGO_BIN_EXE_api"))
         .parent()
         .expect("binary directory")

@@ -72,7 +72,7 @@ fn success(result: &str) -> Outcome {
     }
 }
 
-pub async fn enqueued_job_is_queued_and_readable(f: &Fixture) {
+pub(crate) async fn enqueued_job_is_queued_and_readable(f: &Fixture) {
     let job = new_job("def main():\n    return 1\n");
     f.store.enqueue(&job).await.expect("enqueue");
     let stored = f.store.get(job.id).await.expect("get").expect("present");
@@ -88,11 +88,11 @@ pub async fn enqueued_job_is_queued_and_readable(f: &Fixture) {
     );
 }
 
-pub async fn unknown_job_is_none(f: &Fixture) {
+pub(crate) async fn unknown_job_is_none(f: &Fixture) {
     assert!(f.store.get(JobId::new()).await.expect("get").is_none());
 }
 
-pub async fn claim_hands_out_oldest_first(f: &Fixture) {
+pub(crate) async fn claim_hands_out_oldest_first(f: &Fixture) {
     let ids = enqueue_n(f.store.as_ref(), 5).await;
     let mut claimed = Vec::new();
     for _ in 0..5 {
@@ -104,7 +104,7 @@ pub async fn claim_hands_out_oldest_first(f: &Fixture) {
     assert!(batch.is_empty());
 }
 
-pub async fn claim_takes_at_most_the_requested_number(f: &Fixture) {
+pub(crate) async fn claim_takes_at_most_the_requested_number(f: &Fixture) {
     let ids = enqueue_n(f.store.as_ref(), 5).await;
     let batch = f.store.claim("w", 3, LEASE).await.expect("claim");
     let got: Vec<JobId> = batch.iter().map(|j| j.lease.job_id).collect();
@@ -117,7 +117,7 @@ pub async fn claim_takes_at_most_the_requested_number(f: &Fixture) {
         .is_empty());
 }
 
-pub async fn claim_records_worker_attempt_and_lease(f: &Fixture) {
+pub(crate) async fn claim_records_worker_attempt_and_lease(f: &Fixture) {
     let job = new_job("def main():\n    return 1\n");
     f.store.enqueue(&job).await.expect("enqueue");
     let claimed = f.store.claim("worker-a", 1, LEASE).await.expect("claim");
@@ -138,7 +138,7 @@ pub async fn claim_records_worker_attempt_and_lease(f: &Fixture) {
     assert!(stored.started_at.is_some());
 }
 
-pub async fn concurrent_claimers_never_receive_the_same_job(f: &Fixture) {
+pub(crate) async fn concurrent_claimers_never_receive_the_same_job(f: &Fixture) {
     let ids = enqueue_n(f.store.as_ref(), 40).await;
     let mut claimers = Vec::new();
     for w in 0..8 {
@@ -166,7 +166,7 @@ pub async fn concurrent_claimers_never_receive_the_same_job(f: &Fixture) {
     assert_eq!(unique, ids.into_iter().collect());
 }
 
-pub async fn finish_records_the_outcome(f: &Fixture) {
+pub(crate) async fn finish_records_the_outcome(f: &Fixture) {
     let ids = enqueue_n(f.store.as_ref(), 2).await;
     let batch = f.store.claim("w", 2, LEASE).await.expect("claim");
     let (first, second) = (&batch[0].lease, &batch[1].lease);
@@ -208,7 +208,7 @@ pub async fn finish_records_the_outcome(f: &Fixture) {
     );
 }
 
-pub async fn finish_by_the_wrong_worker_or_attempt_is_rejected(f: &Fixture) {
+pub(crate) async fn finish_by_the_wrong_worker_or_attempt_is_rejected(f: &Fixture) {
     let ids = enqueue_n(f.store.as_ref(), 1).await;
     let batch = f.store.claim("rightful", 1, LEASE).await.expect("claim");
     let lease = batch[0].lease.clone();
@@ -239,7 +239,7 @@ pub async fn finish_by_the_wrong_worker_or_attempt_is_rejected(f: &Fixture) {
         .expect("rightful finish");
 }
 
-pub async fn finish_twice_is_rejected(f: &Fixture) {
+pub(crate) async fn finish_twice_is_rejected(f: &Fixture) {
     enqueue_n(f.store.as_ref(), 1).await;
     let batch = f.store.claim("w", 1, LEASE).await.expect("claim");
     let lease = &batch[0].lease;
@@ -259,7 +259,7 @@ pub async fn finish_twice_is_rejected(f: &Fixture) {
     assert_eq!(job.result.as_ref().map(|r| r.get()), Some("1"));
 }
 
-pub async fn batched_finish_writes_held_leases_and_skips_fenced_ones(f: &Fixture) {
+pub(crate) async fn batched_finish_writes_held_leases_and_skips_fenced_ones(f: &Fixture) {
     let ids = enqueue_n(f.store.as_ref(), 3).await;
     let batch = f.store.claim("w", 3, LEASE).await.expect("claim");
     let stale = Lease {
@@ -283,7 +283,7 @@ pub async fn batched_finish_writes_held_leases_and_skips_fenced_ones(f: &Fixture
     assert!(f.store.finish_many(&[]).await.expect("empty").is_empty());
 }
 
-pub async fn heartbeat_requires_the_current_lease(f: &Fixture) {
+pub(crate) async fn heartbeat_requires_the_current_lease(f: &Fixture) {
     enqueue_n(f.store.as_ref(), 1).await;
     let batch = f.store.claim("w", 1, LEASE).await.expect("claim");
     let lease = &batch[0].lease;
@@ -303,7 +303,7 @@ pub async fn heartbeat_requires_the_current_lease(f: &Fixture) {
     ));
 }
 
-pub async fn released_job_is_queued_again_without_burning_an_attempt(f: &Fixture) {
+pub(crate) async fn released_job_is_queued_again_without_burning_an_attempt(f: &Fixture) {
     let ids = enqueue_n(f.store.as_ref(), 1).await;
     let batch = f.store.claim("w", 1, LEASE).await.expect("claim");
     f.store.release(&batch[0].lease).await.expect("release");
@@ -324,7 +324,7 @@ async fn let_leases_expire() {
     tokio::time::sleep(Duration::from_millis(30)).await;
 }
 
-pub async fn expired_lease_makes_job_claimable_again(f: &Fixture) {
+pub(crate) async fn expired_lease_makes_job_claimable_again(f: &Fixture) {
     let ids = enqueue_n(f.store.as_ref(), 1).await;
     f.store.claim("dead", 1, SHORT_LEASE).await.expect("claim");
     let_leases_expire().await;
@@ -346,14 +346,14 @@ pub async fn expired_lease_makes_job_claimable_again(f: &Fixture) {
     );
 }
 
-pub async fn live_leases_are_not_reaped(f: &Fixture) {
+pub(crate) async fn live_leases_are_not_reaped(f: &Fixture) {
     enqueue_n(f.store.as_ref(), 1).await;
     f.store.claim("alive", 1, LEASE).await.expect("claim");
     let reaped = f.store.reap_expired(3).await.expect("reap");
     assert_eq!(reaped, Reaped::default());
 }
 
-pub async fn job_fails_with_worker_lost_after_its_last_attempt(f: &Fixture) {
+pub(crate) async fn job_fails_with_worker_lost_after_its_last_attempt(f: &Fixture) {
     let ids = enqueue_n(f.store.as_ref(), 1).await;
     for attempt in 1..=2 {
         let claimed = f.store.claim("dying", 1, SHORT_LEASE).await.expect("claim");
@@ -370,7 +370,7 @@ pub async fn job_fails_with_worker_lost_after_its_last_attempt(f: &Fixture) {
     assert_eq!(f.store.terminal_among(&ids).await.expect("terminal"), ids);
 }
 
-pub async fn late_write_from_a_reaped_worker_is_rejected(f: &Fixture) {
+pub(crate) async fn late_write_from_a_reaped_worker_is_rejected(f: &Fixture) {
     let ids = enqueue_n(f.store.as_ref(), 1).await;
     let first = f.store.claim("slow", 1, SHORT_LEASE).await.expect("claim");
     let_leases_expire().await;
@@ -387,7 +387,7 @@ pub async fn late_write_from_a_reaped_worker_is_rejected(f: &Fixture) {
     assert_eq!(job.worker_id.as_deref(), Some("fast"));
 }
 
-pub async fn terminal_among_reports_only_finished_jobs(f: &Fixture) {
+pub(crate) async fn terminal_among_reports_only_finished_jobs(f: &Fixture) {
     let ids = enqueue_n(f.store.as_ref(), 3).await;
     let batch = f.store.claim("w", 2, LEASE).await.expect("claim");
     f.store
@@ -401,7 +401,7 @@ pub async fn terminal_among_reports_only_finished_jobs(f: &Fixture) {
     assert!(f.store.terminal_among(&[]).await.expect("empty").is_empty());
 }
 
-pub async fn same_idempotency_key_and_request_returns_the_existing_job(f: &Fixture) {
+pub(crate) async fn same_idempotency_key_and_request_returns_the_existing_job(f: &Fixture) {
     let first = keyed_job("key-1", "a", Duration::from_secs(3600));
     assert_eq!(
         f.store.enqueue(&first).await.expect("enqueue"),
@@ -423,7 +423,7 @@ pub async fn same_idempotency_key_and_request_returns_the_existing_job(f: &Fixtu
     );
 }
 
-pub async fn same_idempotency_key_with_another_request_is_flagged(f: &Fixture) {
+pub(crate) async fn same_idempotency_key_with_another_request_is_flagged(f: &Fixture) {
     let first = keyed_job("key-1", "a", Duration::from_secs(3600));
     f.store.enqueue(&first).await.expect("enqueue");
     let conflict = keyed_job("key-1", "b", Duration::from_secs(3600));
@@ -436,7 +436,7 @@ pub async fn same_idempotency_key_with_another_request_is_flagged(f: &Fixture) {
     );
 }
 
-pub async fn expired_idempotency_key_names_a_new_job(f: &Fixture) {
+pub(crate) async fn expired_idempotency_key_names_a_new_job(f: &Fixture) {
     let first = keyed_job("key-1", "a", Duration::from_millis(10));
     f.store.enqueue(&first).await.expect("enqueue");
     tokio::time::sleep(Duration::from_millis(30)).await;
@@ -448,7 +448,7 @@ pub async fn expired_idempotency_key_names_a_new_job(f: &Fixture) {
     assert!(f.store.get(later.id).await.expect("get").is_some());
 }
 
-pub async fn cancelled_queued_job_is_never_claimed(f: &Fixture) {
+pub(crate) async fn cancelled_queued_job_is_never_claimed(f: &Fixture) {
     let ids = enqueue_n(f.store.as_ref(), 1).await;
     assert_eq!(
         f.store.cancel(ids[0]).await.expect("cancel"),
@@ -466,7 +466,7 @@ pub async fn cancelled_queued_job_is_never_claimed(f: &Fixture) {
     assert_eq!(f.store.terminal_among(&ids).await.expect("terminal"), ids);
 }
 
-pub async fn cancelling_a_running_job_fences_off_its_worker(f: &Fixture) {
+pub(crate) async fn cancelling_a_running_job_fences_off_its_worker(f: &Fixture) {
     let ids = enqueue_n(f.store.as_ref(), 1).await;
     let claimed = f.store.claim("w", 1, LEASE).await.expect("claim");
     assert_eq!(
@@ -485,7 +485,7 @@ pub async fn cancelling_a_running_job_fences_off_its_worker(f: &Fixture) {
     assert_eq!(job.status, JobStatus::Cancelled);
 }
 
-pub async fn cancelling_a_finished_or_unknown_job_changes_nothing(f: &Fixture) {
+pub(crate) async fn cancelling_a_finished_or_unknown_job_changes_nothing(f: &Fixture) {
     let ids = enqueue_n(f.store.as_ref(), 1).await;
     let claimed = f.store.claim("w", 1, LEASE).await.expect("claim");
     f.store
@@ -502,13 +502,13 @@ pub async fn cancelling_a_finished_or_unknown_job_changes_nothing(f: &Fixture) {
     );
 }
 
-pub async fn queue_depth_counts_only_queued_jobs(f: &Fixture) {
+pub(crate) async fn queue_depth_counts_only_queued_jobs(f: &Fixture) {
     enqueue_n(f.store.as_ref(), 3).await;
     f.store.claim("w", 1, LEASE).await.expect("claim");
     assert_eq!(f.store.queue_depth().await.expect("depth"), 2);
 }
 
-pub async fn retention_deletes_only_old_finished_jobs(f: &Fixture) {
+pub(crate) async fn retention_deletes_only_old_finished_jobs(f: &Fixture) {
     let ids = enqueue_n(f.store.as_ref(), 4).await;
     let claimed = f.store.claim("w", 3, LEASE).await.expect("claim");
     for job in &claimed[..2] {
@@ -557,7 +557,7 @@ pub async fn retention_deletes_only_old_finished_jobs(f: &Fixture) {
     );
 }
 
-pub async fn jobs_are_counted_by_status(f: &Fixture) {
+pub(crate) async fn jobs_are_counted_by_status(f: &Fixture) {
     assert!(f.store.count_by_status().await.expect("count").is_empty());
     enqueue_n(f.store.as_ref(), 4).await;
     let batch = f.store.claim("w", 2, LEASE).await.expect("claim");
@@ -577,14 +577,14 @@ pub async fn jobs_are_counted_by_status(f: &Fixture) {
     );
 }
 
-pub async fn worker_requiring_a_current_schema_accepts_a_migrated_database(f: &Fixture) {
+pub(crate) async fn worker_requiring_a_current_schema_accepts_a_migrated_database(f: &Fixture) {
     let store = shared::store::connect(&f.url, Schema::RequireCurrent, &StoreOptions::default())
         .await
         .expect("migrated database is accepted");
     store.ping().await.expect("ping");
 }
 
-pub async fn worker_requiring_a_current_schema_refuses_an_unmigrated_database(f: &Fixture) {
+pub(crate) async fn worker_requiring_a_current_schema_refuses_an_unmigrated_database(f: &Fixture) {
     let result = shared::store::connect(
         &f.empty_url,
         Schema::RequireCurrent,
@@ -622,14 +622,14 @@ async fn list_all(store: &dyn JobStore, status: Option<JobStatus>, limit: u32) -
     }
 }
 
-pub async fn list_pages_newest_first_without_gaps_or_repeats(f: &Fixture) {
+pub(crate) async fn list_pages_newest_first_without_gaps_or_repeats(f: &Fixture) {
     let ids = enqueue_n(f.store.as_ref(), 5).await;
     let newest_first: Vec<JobId> = ids.iter().rev().copied().collect();
     assert_eq!(list_all(f.store.as_ref(), None, 2).await, newest_first);
     assert_eq!(list_all(f.store.as_ref(), None, 100).await, newest_first);
 }
 
-pub async fn list_orders_jobs_created_at_the_same_instant_by_id(f: &Fixture) {
+pub(crate) async fn list_orders_jobs_created_at_the_same_instant_by_id(f: &Fixture) {
     let created_at = Utc::now();
     let mut ids = Vec::new();
     for _ in 0..4 {
@@ -644,7 +644,7 @@ pub async fn list_orders_jobs_created_at_the_same_instant_by_id(f: &Fixture) {
     assert_eq!(list_all(f.store.as_ref(), None, 1).await, ids);
 }
 
-pub async fn list_filters_by_status(f: &Fixture) {
+pub(crate) async fn list_filters_by_status(f: &Fixture) {
     let ids = enqueue_n(f.store.as_ref(), 4).await;
     let batch = f.store.claim("w", 2, LEASE).await.expect("claim");
     f.store
@@ -681,7 +681,7 @@ pub async fn list_filters_by_status(f: &Fixture) {
     assert!(listed[0].finished_at.is_some());
 }
 
-pub async fn request_id_is_kept_with_the_job(f: &Fixture) {
+pub(crate) async fn request_id_is_kept_with_the_job(f: &Fixture) {
     let job = NewJob {
         request_id: Some("req-42".into()),
         ..new_job("def main():\n    return 1\n")
@@ -735,7 +735,7 @@ async fn next_finished(finished: &mut broadcast::Receiver<JobId>) -> Option<JobI
     }
 }
 
-pub async fn listener_is_woken_when_another_store_queues_a_job(f: &Fixture) {
+pub(crate) async fn listener_is_woken_when_another_store_queues_a_job(f: &Fixture) {
     let listener = listener(f).await;
     let events = listener
         .events()
@@ -758,7 +758,7 @@ pub async fn listener_is_woken_when_another_store_queues_a_job(f: &Fixture) {
     assert_eq!(claimed[0].lease.job_id, job.id);
 }
 
-pub async fn listener_is_woken_when_another_store_finishes_a_job(f: &Fixture) {
+pub(crate) async fn listener_is_woken_when_another_store_finishes_a_job(f: &Fixture) {
     let listener = listener(f).await;
     let events = listener
         .events()
@@ -793,7 +793,7 @@ pub async fn listener_is_woken_when_another_store_finishes_a_job(f: &Fixture) {
     .expect("the listener is woken by another store's finish");
 }
 
-pub async fn reads_and_empty_claims_wake_no_listener(f: &Fixture) {
+pub(crate) async fn reads_and_empty_claims_wake_no_listener(f: &Fixture) {
     let listener = listener(f).await;
     let events = listener
         .events()
