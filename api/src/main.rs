@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use shared::config::StoreUser;
 use shared::store::{self, Schema};
 use tokio::net::TcpListener;
 
@@ -17,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
     let store = store::connect(
         &config.store.database_url,
         Schema::Migrate,
-        &config.store.options(false, true),
+        &config.store.options(StoreUser::Api),
     )
     .await
     .context("opening the job store")?;

@@ -162,6 +162,19 @@ pub(crate) fn job_status_schema() -> impl Into<RefOr<Schema>> {
     ))
 }
 
+/// The `status` query parameter of `GET /jobs`, declared as the closed set it is.
+pub(crate) struct StatusFilter;
+
+impl utoipa::PartialSchema for StatusFilter {
+    fn schema() -> RefOr<Schema> {
+        string_enum(JobStatus::ALL.map(JobStatus::as_str).to_vec(), false)
+            .build()
+            .into()
+    }
+}
+
+impl ToSchema for StatusFilter {}
+
 /// `error_kind` of a job: one of [`ErrorKind::ALL`], or `null`.
 fn error_kind_schema() -> impl Into<RefOr<Schema>> {
     string_enum(ErrorKind::ALL.map(ErrorKind::as_str).to_vec(), true).description(Some(

@@ -39,10 +39,23 @@ pub struct StoreConfig {
     pub database_backstop_poll_ms: u64,
 }
 
+/// The process that opens the store, which decides the wake-ups it listens for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreUser {
+    /// Waits for jobs to finish (`/execute`, long polls).
+    Api,
+    /// Waits for jobs to be queued.
+    Worker,
+}
+
 impl StoreConfig {
-    /// Connection options; `listen_*` say which notifications this process waits for.
+    /// Connection options for `user`.
     #[must_use]
-    pub fn options(&self, listen_queued: bool, listen_finished: bool) -> StoreOptions {
+    pub fn options(&self, user: StoreUser) -> StoreOptions {
+        let (listen_queued, listen_finished) = match user {
+            StoreUser::Api => (false, true),
+            StoreUser::Worker => (true, false),
+        };
         StoreOptions {
             max_connections: self.database_max_connections.max(1),
             acquire_timeout: Duration::from_secs(self.database_acquire_timeout_secs.max(1)),

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use shared::config::StoreUser;
 use shared::store::{self, JobStore, Schema, StoreError};
 use tokio_util::sync::CancellationToken;
 use worker::config::{ExecutorKind, MetricsAddr, SandboxMode, WorkerConfig};
@@ -100,7 +101,7 @@ async fn open_store(config: &WorkerConfig) -> Result<Arc<dyn JobStore>, StoreErr
         match store::connect(
             &config.store.database_url,
             Schema::RequireCurrent,
-            &config.store.options(true, false),
+            &config.store.options(StoreUser::Worker),
         )
         .await
         {

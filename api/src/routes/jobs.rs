@@ -15,7 +15,7 @@ use crate::openapi::ExecuteFailure;
 use crate::request::{ScriptRequest, ScriptRequestBody};
 use crate::state::AppState;
 use crate::submission::{self, CancelOnDisconnect, Submitted};
-use crate::view::{execute_status, Accepted, JobPage, JobSummaryView, JobView};
+use crate::view::{execute_status, Accepted, JobPage, JobSummaryView, JobView, StatusFilter};
 
 /// Description of the `Idempotency-Key` request header, shared by the routes that take it.
 const IDEMPOTENCY_KEY: &str = "1 to 255 visible ASCII characters. The same key with the same \
@@ -328,7 +328,7 @@ fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
     path = "/jobs",
     tag = "jobs",
     params(
-        ("status" = Option<String>, Query,
+        ("status" = inline(Option<StatusFilter>), Query,
             description = "Only jobs in this status: `queued`, `running`, `succeeded`, `failed`, \
             `timed_out` or `cancelled`."),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100,

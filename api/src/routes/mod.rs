@@ -108,6 +108,31 @@ mod tests {
     }
 
     #[test]
+    fn the_status_filter_of_the_job_list_is_the_closed_set_of_statuses() {
+        let document = serde_json::to_value(document(&LIMITS)).expect("serializes");
+        let parameters = document["paths"]["/jobs"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters");
+        let status = parameters
+            .iter()
+            .find(|p| p["name"] == "status")
+            .expect("a status parameter");
+        assert_eq!(
+            status["schema"]["enum"],
+            serde_json::json!([
+                "queued",
+                "running",
+                "succeeded",
+                "failed",
+                "timed_out",
+                "cancelled"
+            ]),
+            "{status}"
+        );
+        assert_eq!(status["required"], false);
+    }
+
+    #[test]
     fn every_operation_takes_and_answers_a_request_id() {
         let document = serde_json::to_value(document(&LIMITS)).expect("serializes");
         let operations = operations(&document);
