@@ -26,12 +26,11 @@ secret=()
 [[ -s "$ca_bundle" ]] && secret=(--secret "id=ca-bundle,src=$ca_bundle")
 
 build() {
-  local file=$1 tag=$2 started
+  local file=$1 tag=$2 log="$artifacts/build-${1#Dockerfile.}.log" started
   started=$(date +%s)
   # The docker format keeps HEALTHCHECK, which OCI images cannot carry.
   podman build --format docker "${build_ulimits[@]}" "${secret[@]}" --layers \
-    -f "$repo/$file" -t "$tag" "$repo" >"$artifacts/build-$(basename "$tag" | cut -d: -f1).log" 2>&1 \
-    || { tail -40 "$artifacts/build-$(basename "$tag" | cut -d: -f1).log"; exit 1; }
+    -f "$repo/$file" -t "$tag" "$repo" >"$log" 2>&1 || { tail -40 "$log"; exit 1; }
   echo "containers: built $tag from $file in $(( $(date +%s) - started )) s," \
     "$(podman image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1 / 1e6}')"
 }
