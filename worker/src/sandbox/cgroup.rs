@@ -147,9 +147,28 @@ impl Cgroups {
             },
             attempt => attempt,
         };
-        attempt.unwrap_or_else(|e| Self::Unavailable {
+        let cgroups = attempt.unwrap_or_else(|e| Self::Unavailable {
             reason: e.to_string(),
-        })
+        });
+        let removed: usize = cgroups.parents().iter().map(|p| remove_stale(p)).sum();
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed job and template cgroups left by stopped workers"
+            );
+        }
+        cgroups
+    }
+
+    /// The directories job and template cgroups are made in, one per hierarchy.
+    fn parents(&self) -> Vec<&Path> {
+        match self {
+            Self::V2 { parent, .. } => vec![parent.as_path()],
+            Self::V1 { hierarchies, .. } => {
+                hierarchies.iter().map(|h| h.parent.as_path()).collect()
+            }
+            Self::Unavailable { .. } => Vec::new(),
+        }
     }
 
     /// A short description for the worker's start-up log.
@@ -306,6 +325,35 @@ fn pin(dir: &Path, cpu: u32) {
 
 /// `own` is the worker's `/proc/self/cgroup`; its `0::` line names the worker's own cgroup,
 /// under which the `runbox` parent is made (the only place a delegated worker may write).
+/// How old an empty job or template cgroup must be before a starting worker removes it: far
+/// longer than the moment between making a cgroup and a sandbox entering it, so a cgroup
+/// another worker on this host is about to use is never taken.
+const STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// Removes the empty job and template cgroups in `parent` older than [`STALE_AFTER`]: what
+/// workers that were stopped or killed left behind (the kernel refuses to remove a cgroup
+/// that still holds a process, so a live sandbox's is safe). Returns how many it removed.
+fn remove_stale(parent: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            (name.starts_with("job-") || name.starts_with("template-"))
+                && entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|made| made.elapsed().ok())
+                    .is_some_and(|age| age >= STALE_AFTER)
+        })
+        .filter(|entry| fs::remove_dir(entry.path()).is_ok())
+        .count()
+}
+
 /// Remounts every read-only cgroup mount at or below `root` read-write, keeping its other
 /// flags; returns how many it changed.
 fn remount_writable(root: &Path) -> io::Result<usize> {
@@ -730,6 +778,36 @@ mod tests {
             ]
         );
         assert_eq!(found[1].1, "ro,nosuid,nodev,noexec,relatime");
+    }
+
+    #[test]
+    fn a_starting_worker_removes_only_old_empty_job_and_template_cgroups() {
+        let parent = tempfile::tempdir().expect("temp dir");
+        let made = |name: &str, age: Duration| {
+            let dir = parent.path().join(name);
+            fs::create_dir(&dir).expect("mkdir");
+            let made = std::time::SystemTime::now() - age;
+            fs::File::open(&dir)
+                .and_then(|d| d.set_modified(made))
+                .expect("set the time it was made");
+            dir
+        };
+        let old = Duration::from_secs(120);
+        made("job-warm-1", old);
+        made("template-0-light-1", old);
+        let fresh = made("job-warm-2", Duration::ZERO);
+        let other = made("supervisor", old);
+        // Stands for a cgroup that still holds a process: the kernel refuses to remove it.
+        let busy = made("template-1-light-2", old);
+        fs::write(busy.join("cgroup.procs"), "42").expect("write");
+
+        assert_eq!(remove_stale(parent.path()), 2);
+        let mut left: Vec<_> = fs::read_dir(parent.path())
+            .expect("read")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        left.sort();
+        assert_eq!(left, [fresh, other, busy]);
     }
 
     #[test]
