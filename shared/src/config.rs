@@ -26,9 +26,9 @@ pub struct StoreConfig {
     #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_SECS", default_value_t = 30)]
     pub database_statement_timeout_secs: u64,
 
-    /// Wait for pushed wake-ups instead of polling: Postgres `LISTEN/NOTIFY`, or on SQLite an
-    /// inotify watch on the database's write-ahead log, which every process's commits write
-    /// to. Turn off behind poolers that do not pass notifications (PgBouncer in transaction
+    /// Wait for pushed wake-ups instead of polling: Postgres `LISTEN/NOTIFY`, or on SQLite
+    /// inotify watches on signal files beside the database, which processes write after
+    /// committing queued or finished jobs. Turn off behind poolers that do not pass notifications (PgBouncer in transaction
     /// mode); processes then poll at their fast poll interval.
     #[arg(long, env = "DATABASE_NOTIFICATIONS", default_value_t = true, action = clap::ArgAction::Set)]
     pub database_notifications: bool,

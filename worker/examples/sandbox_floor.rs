@@ -16,6 +16,8 @@ use worker::sandbox::{Executor, NsjailExecutor};
 
 const RUNS: usize = 30;
 const WARM_RUNS: usize = 300;
+/// How long every slot is kept busy for the executor's own throughput.
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(4);
 
 fn job(script: &str) -> ClaimedJob {
     ClaimedJob {
@@ -66,6 +68,39 @@ async fn measure(
     Ok(())
 }
 
+/// Jobs per second with every slot running one job after another: the sandbox side's ceiling,
+/// without the queue and HTTP.
+async fn throughput(
+    executor: &std::sync::Arc<WarmExecutor>,
+    slots: usize,
+    name: &str,
+    script: &'static str,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for slot in 0..slots {
+        let executor = std::sync::Arc::clone(executor);
+        tasks.spawn(async move {
+            let mut jobs = 0usize;
+            while started.elapsed() < THROUGHPUT_WINDOW {
+                let outcome = executor.execute(&job(script), slot).await;
+                anyhow::ensure!(outcome.result.is_ok(), "{:?}", outcome.result.err());
+                jobs += 1;
+            }
+            anyhow::Ok(jobs)
+        });
+    }
+    let mut jobs = 0;
+    while let Some(done) = tasks.join_next().await {
+        jobs += done??;
+    }
+    println!(
+        "sandbox floor, warm {name:<13}: {:>6.1} jobs/s with {slots} slots busy",
+        jobs as f64 / started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = WorkerConfig::parse_from(["worker"]);
@@ -81,9 +116,13 @@ async fn main() -> anyhow::Result<()> {
     for (name, script) in cases {
         measure(&cold, "cold", name, script, RUNS).await?;
     }
-    let warm = WarmExecutor::start(config.sandbox, 1).await?;
+    let slots = config.concurrency();
+    let warm = std::sync::Arc::new(WarmExecutor::start(config.sandbox, slots).await?);
     for (name, script) in cases {
-        measure(&warm, "warm", name, script, WARM_RUNS).await?;
+        measure(warm.as_ref(), "warm", name, script, WARM_RUNS).await?;
+    }
+    for (name, script) in cases {
+        throughput(&warm, slots, name, script).await?;
     }
     Ok(())
 }

@@ -10,8 +10,8 @@ macro_rules! list_sql {
 
 mod decode;
 mod postgres;
+mod signal_files;
 mod sqlite;
-mod wal_watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,17 +145,17 @@ impl Default for StoreOptions {
     }
 }
 
-/// Wake-ups pushed to this process: Postgres `LISTEN/NOTIFY`, or on SQLite an inotify watch on
-/// the database's write-ahead log, which every process's commits append to. Wake-ups can be
-/// lost (reconnects, poolers, a removed directory), so users keep a slow backstop poll.
+/// Wake-ups pushed to this process: Postgres `LISTEN/NOTIFY`, or on SQLite inotify watches on
+/// the signal files that processes write after committing queued or finished jobs. Wake-ups
+/// can be lost (reconnects, poolers, a removed file), so users keep a slow backstop poll.
 #[derive(Debug, Clone)]
 pub struct StoreEvents {
     /// Signalled when jobs may have been queued; holds one permit when nobody is waiting.
     pub queued: Arc<Notify>,
     /// Ids of jobs that just reached a terminal status (Postgres).
     pub finished: broadcast::Sender<JobId>,
-    /// Marked changed when jobs may have finished without the store learning which (every
-    /// SQLite commit; a lost Postgres listener connection): subscribers re-check all the jobs
+    /// Marked changed when jobs may have finished without the store learning which (SQLite's
+    /// "jobs finished" signal; a lost Postgres listener connection): subscribers re-check all the jobs
     /// they wait on. Each subscriber sees a burst of marks as one change.
     pub changed: watch::Sender<()>,
 }

@@ -1,6 +1,6 @@
 //! `JobStore` on an embedded SQLite file: WAL so readers never block the writer, a busy
-//! timeout so several processes on one machine can share the file, and a watch on the WAL
-//! (see `wal_watch`) so they wake each other without polling.
+//! timeout so several processes on one machine can share the file, and signal files beside it
+//! (see `signal_files`) so they wake each other without polling.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -16,7 +16,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 use tokio_util::sync::DropGuard;
 
-use super::wal_watch::{self, Listen};
+use super::signal_files::{self, Change, Listen, Signals};
 use super::{
     decode, require_migrations, JobStore, Reaped, Schema, StoreError, StoreEvents, StoreOptions,
     CANCELLED_MESSAGE, WORKER_LOST_MESSAGE,
@@ -33,14 +33,17 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 pub struct SqliteStore {
     pool: SqlitePool,
     events: Option<StoreEvents>,
-    /// Ends the WAL watch when the last clone of the store is dropped.
+    /// Raised after commits that queue or finish jobs; `None` when the files cannot be
+    /// written (other processes then find those changes by their backstop poll).
+    signals: Option<Arc<Signals>>,
+    /// Ends the signal watch when the last clone of the store is dropped.
     _watch: Option<Arc<DropGuard>>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database `url` points at: `sqlite://path`, `sqlite:path`
     /// or a plain file path. With `listen_queued` or `listen_finished` it also watches the
-    /// file's write-ahead log; if inotify refuses, it logs a warning and callers poll.
+    /// matching signal files; if inotify refuses, it logs a warning and callers poll.
     ///
     /// # Errors
     /// When the file cannot be opened or the schema is missing under [`Schema::RequireCurrent`].
@@ -77,7 +80,20 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Schema(e.to_string()))?,
             Schema::RequireCurrent => require_current_schema(&pool).await?,
         }
-        // Watching starts after migrating, so the migrations' own commits wake no one.
+        // Beside the file a symlinked path resolves to, as SQLite's own log is, so every
+        // process finds the same files whatever path it was given.
+        let database = std::fs::canonicalize(&database).unwrap_or(database);
+        let signals = Signals::open(&database)
+            .inspect_err(|e| {
+                tracing::warn!(
+                    error = %e,
+                    database = %database.display(),
+                    "cannot write the SQLite signal files; other processes will notice this \
+                     one's changes only by polling"
+                );
+            })
+            .ok()
+            .map(Arc::new);
         let (events, watch) = match watch(&database, options) {
             Some((events, guard)) => (Some(events), Some(Arc::new(guard))),
             None => (None, None),
@@ -85,12 +101,13 @@ impl SqliteStore {
         Ok(Self {
             pool,
             events,
+            signals,
             _watch: watch,
         })
     }
 }
 
-/// The WAL watch `options` ask for, if any and if inotify allows it.
+/// The signal watch `options` ask for, if any and if inotify allows it.
 fn watch(database: &Path, options: &StoreOptions) -> Option<(StoreEvents, DropGuard)> {
     let listen = Listen {
         queued: options.listen_queued,
@@ -99,9 +116,7 @@ fn watch(database: &Path, options: &StoreOptions) -> Option<(StoreEvents, DropGu
     if !listen.queued && !listen.finished {
         return None;
     }
-    // SQLite puts the log beside the file a symlinked path resolves to.
-    let database = std::fs::canonicalize(database).unwrap_or_else(|_| database.to_owned());
-    wal_watch::start(&database, listen)
+    signal_files::listen(database, listen)
         .inspect_err(|e| {
             tracing::warn!(
                 error = %e,
@@ -231,6 +246,15 @@ fn summary_from_row(row: &SqliteRow) -> Result<JobSummary, StoreError> {
     })
 }
 
+impl SqliteStore {
+    /// Wakes the processes waiting for `change`; call once its commit has returned.
+    fn raise(&self, change: Change) {
+        if let Some(signals) = &self.signals {
+            signals.raise(change);
+        }
+    }
+}
+
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, StoreError> {
@@ -278,7 +302,10 @@ impl JobStore for SqliteStore {
                     same_request: hash.as_deref() == Some(idempotency.request_hash.as_str()),
                 })
             }
-            _ => Ok(Enqueued::Created),
+            _ => {
+                self.raise(Change::Queued);
+                Ok(Enqueued::Created)
+            }
         }
     }
 
@@ -294,6 +321,7 @@ impl JobStore for SqliteStore {
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 1 {
+            self.raise(Change::Finished);
             return Ok(Cancelled::Done);
         }
         Ok(match self.get(id).await? {
@@ -491,6 +519,9 @@ impl JobStore for SqliteStore {
             }
         }
         tx.commit().await?;
+        if !written.is_empty() {
+            self.raise(Change::Finished);
+        }
         Ok(written)
     }
 
@@ -507,6 +538,7 @@ impl JobStore for SqliteStore {
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 1 {
+            self.raise(Change::Queued);
             Ok(())
         } else {
             Err(StoreError::LeaseLost(lease.job_id))
@@ -536,6 +568,12 @@ impl JobStore for SqliteStore {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        if failed > 0 {
+            self.raise(Change::Finished);
+        }
+        if requeued > 0 {
+            self.raise(Change::Queued);
+        }
         Ok(Reaped { requeued, failed })
     }
 
@@ -581,7 +619,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn wal_watch_ends_when_the_last_clone_of_the_store_is_dropped() {
+    async fn the_signal_watch_ends_when_the_last_clone_of_the_store_is_dropped() {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
         let options = StoreOptions {
@@ -592,7 +630,9 @@ mod tests {
         let store = SqliteStore::connect(&url, Schema::Migrate, &options)
             .await
             .expect("open store");
-        let events = store.events().expect("a listening store watches the WAL");
+        let events = store
+            .events()
+            .expect("a listening store watches its signal files");
         let clone = store.clone();
         drop(store);
         drop(clone);
@@ -602,7 +642,7 @@ mod tests {
         while Arc::strong_count(&events.queued) > 1 {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the WAL watch outlived its store"
+                "the signal watch outlived its store"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -843,3 +843,34 @@ pub(crate) async fn reads_and_empty_claims_wake_no_listener(f: &Fixture) {
         "an idle database woke the listener: {woken:?}"
     );
 }
+
+pub(crate) async fn claims_and_heartbeats_wake_no_waiting_request(f: &Fixture) {
+    let listener = listener(f).await;
+    let events = listener
+        .events()
+        .expect("a store asked to listen pushes wake-ups");
+    let mut finished = events.finished.subscribe();
+    let mut changed = events.changed.subscribe();
+    // A job's busiest moments before it ends: queued, claimed, its lease renewed. None of them
+    // can end a wait, so none may cost waiting requests a re-check.
+    f.store
+        .enqueue(&new_job("def main():\n    return 1\n"))
+        .await
+        .expect("enqueue");
+    let claimed = f.store.claim("w", 1, LEASE).await.expect("claim");
+    f.store
+        .heartbeat(&claimed[0].lease, LEASE)
+        .await
+        .expect("heartbeat");
+    let woken = tokio::time::timeout(Duration::from_millis(300), async {
+        tokio::select! {
+            () = next_change(&mut changed) => "changed",
+            _ = next_finished(&mut finished) => "finished",
+        }
+    })
+    .await;
+    assert!(
+        woken.is_err(),
+        "a job that has not finished woke waiting requests: {woken:?}"
+    );
+}

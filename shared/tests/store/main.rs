@@ -152,6 +152,7 @@ macro_rules! store_cases {
                 listener_is_woken_when_another_store_queues_a_job,
                 listener_is_woken_when_another_store_finishes_a_job,
                 reads_and_empty_claims_wake_no_listener,
+                claims_and_heartbeats_wake_no_waiting_request,
             );
         }
     };
