@@ -191,27 +191,9 @@ def read_job():
     return json.loads(header), script.decode("utf-8", errors="surrogateescape")
 
 
-def rehearse():
-    """Runs a trivial job's code path once before the job arrives. A child's first touch of
-    each of the template's pages copies it (copy-on-write, a page fault each); doing that now
-    takes those faults off the job's critical path. Charged to the template's cgroup: it
-    happens before the child enters the job's. Nothing of it is left for the job: the
-    module, the clock reading and the identities are all reset or rewritten by the job."""
-    json.loads('{"cpu_limit_secs": 1}')
-    harness.run("def main():\n    return {'ok': [1, 2.5, 'x', None]}\n")
-    harness.script_started_ns = None
-    sys.modules.pop(harness.MODULE_NAME, None)
-    os.setgroups([])
-    os.setresgid(0, 0, 0)
-    os.setresuid(0, 0, 0)
-    harness.resource.getrlimit(harness.resource.RLIMIT_CPU)
-    LIBC.prctl(PR_GET_SECCOMP, 0, 0, 0, 0)
-
-
 def child(cgroup_fds):
     """Becomes the job's sandbox (invariants 3-7), waits for the script and runs it."""
     try:
-        rehearse()
         for fd in cgroup_fds:
             os.write(fd, b"0")
             os.close(fd)
