@@ -11,7 +11,7 @@ DATABASE_URL ?= sqlite://$(CURDIR)/data/jobs.db
 export DATABASE_URL
 CARGO ?= cargo
 
-.PHONY: run test e2e chaos provision devtools build api worker lint bench fidelity containers clean
+.PHONY: run test test-fast test-store test-system e2e chaos provision devtools build api worker lint bench fidelity containers clean
 
 ## provision: install the sandbox runtime (Python + numpy + pandas) and nsjail; idempotent
 provision:
@@ -43,15 +43,32 @@ lint: devtools
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(RUNTIME_DIR)/cargo-tools/bin/cargo-deny check licenses bans sources
 
-## test: provision, format check, clippy, unit and end-to-end tests with real nsjail; the
-## end-to-end suite (escape suite included) runs with warm sandboxes (the default) and again
-## cold, and once more on Postgres (TEST_POSTGRES_URL, default the local server; each test
-## creates and drops its own database)
+## test: provision, lint, then every test tier (.config/nextest.toml): tier 1 (unit tests and
+## the HTTP contract in process), tier 2 (the store conformance suite on SQLite and Postgres),
+## tier 3 (the real binaries with nsjail: the end-to-end and escape suites with warm sandboxes,
+## again cold, and once more on Postgres, TEST_POSTGRES_URL, default the local server; each
+## test creates and drops its own database)
 test: provision devtools lint
 	$(CARGO) build --workspace --bins --locked
-	$(CARGO) nextest run --workspace --locked --no-fail-fast -E 'not test(/^chaos::/)'
-	SANDBOX_MODE=cold $(CARGO) nextest run -p api --test api --locked --no-fail-fast -E 'not test(/^chaos::/) and not test(/^warm::/)'
-	TEST_STORE=postgres $(CARGO) nextest run -p api --test api --locked --no-fail-fast -E 'not test(/^chaos::/) and not test(/^escape::/)'
+	$(CARGO) nextest run --workspace --locked --no-fail-fast --profile fast
+	$(CARGO) nextest run --workspace --locked --no-fail-fast --profile store
+	$(CARGO) nextest run --workspace --locked --no-fail-fast --profile system
+	SANDBOX_MODE=cold $(CARGO) nextest run --workspace --locked --no-fail-fast --profile system -E 'not test(/^warm::/)'
+	TEST_STORE=postgres $(CARGO) nextest run --workspace --locked --no-fail-fast --profile system -E 'not test(/^escape::/)'
+
+## test-fast: tier 1 alone: unit tests and the HTTP contract in process; no root, sandbox or
+## Postgres needed, seconds on a warm build
+test-fast:
+	$(CARGO) nextest run --workspace --locked --no-fail-fast --profile fast
+
+## test-store: tier 2 alone: the JobStore conformance suite on SQLite and Postgres
+test-store:
+	$(CARGO) nextest run --workspace --locked --no-fail-fast --profile store
+
+## test-system: tier 3 alone: the real api and worker with nsjail sandboxes (warm), as root
+test-system: provision
+	$(CARGO) build --workspace --bins --locked
+	$(CARGO) nextest run --workspace --locked --no-fail-fast --profile system
 
 ## e2e: the playground page (GET /) in headless Chromium against a real API and worker;
 ## screenshots in target/e2e-artifacts/ (UPDATE_SCREENSHOT=1 also retakes docs/playground.png)
@@ -62,7 +79,7 @@ e2e: provision
 ## restart would disturb anything else using it)
 chaos: provision
 	$(CARGO) build --workspace --bins --locked
-	$(CARGO) nextest run -p api --test api --locked --no-fail-fast --test-threads 1 --no-capture -E 'test(/^chaos::/)'
+	$(CARGO) nextest run --workspace --locked --no-fail-fast --profile chaos --no-capture
 
 ## bench: /execute latency, throughput and idle CPU on SQLite and Postgres against their targets,
 ## as ratios to floors measured in the same run (reports OK/MISS), then the queue alone

@@ -57,6 +57,30 @@ struct Background {
     retention: Duration,
 }
 
+/// The running background loops of an [`App`]; they stop when this is dropped.
+pub struct BackgroundTasks {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl App {
+    /// Starts the loops the router relies on (waking waiting requests, retention), for a
+    /// caller that drives [`App::router`] itself rather than through [`serve`].
+    #[must_use]
+    pub fn start_background(&self) -> BackgroundTasks {
+        BackgroundTasks {
+            tasks: self.background.spawn(),
+        }
+    }
+}
+
 impl Background {
     fn spawn(&self) -> Vec<tokio::task::JoinHandle<()>> {
         vec![
@@ -171,9 +195,9 @@ pub async fn serve(
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let App { router, background } = app;
-    let tasks = background.spawn();
-    let completions = Arc::clone(&background.completions);
+    let background = app.start_background();
+    let completions = Arc::clone(&app.background.completions);
+    let router = app.router;
     let shutdown = async move {
         shutdown.await;
         completions.stop();
@@ -181,8 +205,6 @@ pub async fn serve(
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await;
-    for task in tasks {
-        task.abort();
-    }
+    drop(background);
     served
 }

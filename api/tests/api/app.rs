@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use testkit::TestDatabase;
 use tokio::process::{Child, Command};
 
 pub(crate) struct TestApp {
@@ -18,8 +19,11 @@ pub(crate) struct TestApp {
     dir: tempfile::TempDir,
     api: Child,
     workers: Vec<Child>,
-    postgres_database: Option<String>,
+    /// Dropped after the processes (fields drop in order, after `Drop::drop`).
+    _postgres_database: Option<TestDatabase>,
     capture_logs: bool,
+    /// Workers started so far, restarts included: each gets a log file of its own.
+    started_workers: usize,
 }
 
 /// Which store the processes run on.
@@ -39,58 +43,11 @@ impl Backend {
     }
 }
 
-/// The server test databases are created on: `TEST_POSTGRES_URL`, or the local one.
-fn postgres_admin_url() -> String {
-    std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn postgres_database_url(name: &str) -> String {
-    let admin = postgres_admin_url();
-    let base = admin
-        .rsplit_once('/')
-        .map_or(admin.as_str(), |(base, _)| base);
-    format!("{base}/{name}")
-}
-
-async fn postgres_admin() -> sqlx::PgConnection {
-    use sqlx::Connection;
-    sqlx::PgConnection::connect(&postgres_admin_url())
-        .await
-        .expect("Postgres must be reachable for Postgres end-to-end tests (TEST_POSTGRES_URL)")
-}
-
-async fn create_postgres_database() -> String {
-    let name = format!("runbox_e2e_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut postgres_admin().await)
-        .await
-        .expect("create test database");
-    name
-}
-
 impl Drop for TestApp {
     fn drop(&mut self) {
         let _ = self.api.start_kill();
         for worker in &mut self.workers {
             let _ = worker.start_kill();
-        }
-        if let Some(name) = self.postgres_database.take() {
-            // Drop runs outside any runtime guarantee; a small runtime on its own thread can
-            // always block. FORCE ends the killed processes' sessions.
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(async {
-                    let statement = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(statement))
-                        .execute(&mut postgres_admin().await)
-                        .await;
-                });
-            })
-            .join();
         }
     }
 }
@@ -187,8 +144,8 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
             None,
         ),
         Backend::Postgres => {
-            let name = create_postgres_database().await;
-            (postgres_database_url(&name), Some(name))
+            let database = TestDatabase::create("runbox_e2e").await;
+            (database.url(), Some(database))
         }
     };
     let port = free_port();
@@ -212,8 +169,9 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         dir,
         api,
         workers: Vec::new(),
-        postgres_database,
+        _postgres_database: postgres_database,
         capture_logs: options.capture_logs,
+        started_workers: 0,
     };
     app.wait_until_ready().await;
     if options.with_worker {
@@ -260,9 +218,10 @@ impl TestApp {
             .stdout(Stdio::null())
             .kill_on_drop(true);
         if self.capture_logs {
-            let name = format!("worker-{}", self.workers.len());
+            let name = format!("worker-{:03}", self.started_workers);
             capture_logs(&mut worker, self.dir.path(), &name);
         }
+        self.started_workers += 1;
         self.workers.push(worker.spawn().expect("start worker"));
     }
 
@@ -365,6 +324,15 @@ impl TestApp {
     /// Every JSON log line written so far by the processes of an app started with
     /// `capture_logs`, api first.
     pub(crate) fn log_lines(&self) -> Vec<Value> {
+        self.read_logs(false)
+    }
+
+    /// The log lines of every process, skipping any line a killed process left unfinished.
+    pub(crate) fn log_lines_of_killed_processes(&self) -> Vec<Value> {
+        self.read_logs(true)
+    }
+
+    fn read_logs(&self, skip_torn: bool) -> Vec<Value> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
             .expect("temp dir")
             .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -377,9 +345,10 @@ impl TestApp {
                 std::fs::read_to_string(path)
                     .unwrap_or_default()
                     .lines()
-                    .map(|line| {
-                        serde_json::from_str(line)
-                            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"))
+                    .filter_map(|line| match serde_json::from_str(line) {
+                        Ok(value) => Some(value),
+                        Err(_) if skip_torn => None,
+                        Err(e) => panic!("log line is not JSON ({e}): {line}"),
                     })
                     .collect::<Vec<Value>>()
             })

@@ -16,23 +16,25 @@ struct Row {
     status: String,
     error_kind: Option<String>,
     completions: i64,
+    attempt: i64,
 }
 
 async fn rows(app: &TestApp) -> Vec<Row> {
-    const QUERY: &str = "SELECT id, status, error_kind, completions FROM jobs";
+    const QUERY: &str = "SELECT id, status, error_kind, completions, attempt FROM jobs";
     match app.backend {
         Backend::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&app.database_url)
                 .await
                 .expect("sqlite");
-            let rows: Vec<(String, String, Option<String>, i64)> =
+            let rows: Vec<(String, String, Option<String>, i64, i64)> =
                 sqlx::query_as(QUERY).fetch_all(&pool).await.expect("rows");
             rows.into_iter()
-                .map(|(id, status, error_kind, completions)| Row {
+                .map(|(id, status, error_kind, completions, attempt)| Row {
                     id,
                     status,
                     error_kind,
                     completions,
+                    attempt,
                 })
                 .collect()
         }
@@ -40,18 +42,50 @@ async fn rows(app: &TestApp) -> Vec<Row> {
             let pool = sqlx::PgPool::connect(&app.database_url)
                 .await
                 .expect("postgres");
-            let rows: Vec<(uuid::Uuid, String, Option<String>, i32)> =
+            let rows: Vec<(uuid::Uuid, String, Option<String>, i32, i32)> =
                 sqlx::query_as(QUERY).fetch_all(&pool).await.expect("rows");
             rows.into_iter()
-                .map(|(id, status, error_kind, completions)| Row {
+                .map(|(id, status, error_kind, completions, attempt)| Row {
                     id: id.to_string(),
                     status,
                     error_kind,
                     completions: i64::from(completions),
+                    attempt: i64::from(attempt),
                 })
                 .collect()
         }
     }
+}
+
+/// What the workers' own logs say of one job's runs, whatever the database says.
+#[derive(Default)]
+struct Runs {
+    /// The attempt number of each run a worker started.
+    started: Vec<u64>,
+    /// Runs that reached their end: written back, or discarded as taken over.
+    ended: usize,
+}
+
+/// Every run of every job, counted from the log files of all workers that ever ran, the
+/// killed ones included (their last line may be torn, and is skipped).
+fn runs_from_logs(app: &TestApp) -> HashMap<String, Runs> {
+    let mut runs: HashMap<String, Runs> = HashMap::new();
+    for line in app.log_lines_of_killed_processes() {
+        let Some(job_id) = line["span"]["job_id"].as_str() else {
+            continue;
+        };
+        let entry = runs.entry(job_id.to_owned()).or_default();
+        match line["fields"]["message"].as_str() {
+            Some("job started") => entry
+                .started
+                .push(line["span"]["attempt"].as_u64().expect("attempt")),
+            Some("job finished" | "result discarded: the job was taken over or cancelled") => {
+                entry.ended += 1;
+            }
+            _ => {}
+        }
+    }
+    runs
 }
 
 async fn crashing_workers(backend: Backend) {
@@ -64,6 +98,7 @@ async fn crashing_workers(backend: Backend) {
     let mut app = spawn_app_with(Options {
         with_worker: false,
         backend,
+        capture_logs: true,
         ..Options::default()
     })
     .await;
@@ -130,6 +165,54 @@ async fn crashing_workers(backend: Backend) {
         }
     }
     assert_eq!(succeeded + worker_lost, JOBS);
+
+    // Counted again from outside the store, where its status guard cannot hide a second run:
+    // no claim started two runs, no attempt ran twice, and only the run that was recorded
+    // reached its end (a killed worker's sandbox dies with it, mid-run).
+    let runs = runs_from_logs(&app);
+    let mut restarted = 0;
+    for row in &rows {
+        let job = runs
+            .get(&row.id)
+            .unwrap_or_else(|| panic!("no worker ever started job {}", row.id));
+        let mut attempts = job.started.clone();
+        attempts.sort_unstable();
+        attempts.dedup();
+        assert_eq!(
+            attempts.len(),
+            job.started.len(),
+            "job {} had an attempt started twice: {:?}",
+            row.id,
+            job.started
+        );
+        // At most one run per claim. (Fewer runs than claims is possible: a worker killed
+        // between claiming and logging the start never began that run.)
+        assert!(
+            i64::try_from(job.started.len()).unwrap_or(i64::MAX) <= row.attempt
+                && job
+                    .started
+                    .iter()
+                    .all(|a| i64::try_from(*a).unwrap_or(i64::MAX) <= row.attempt),
+            "job {}: the workers started {:?}, the store counts {} attempts",
+            row.id,
+            job.started,
+            row.attempt
+        );
+        let expected_ends = usize::from(row.status == "succeeded");
+        assert_eq!(
+            job.ended, expected_ends,
+            "job {} ({}) ran to its end {} times",
+            row.id, row.status, job.ended
+        );
+        if job.started.len() > 1 {
+            restarted += 1;
+        }
+    }
+    eprintln!("chaos {backend:?}: {restarted} jobs ran again after a crash, each to its end once");
+    assert!(
+        restarted > 0,
+        "the kills interrupted no job: the test proved nothing"
+    );
 }
 
 #[tokio::test]

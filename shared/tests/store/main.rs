@@ -6,6 +6,7 @@ mod cases;
 use std::sync::Arc;
 
 use shared::store::{JobStore, PgStore, Schema, SqliteStore, StoreOptions};
+use testkit::TestDatabase;
 
 /// A store on a fresh database, and whatever keeps that database alive.
 pub struct Fixture {
@@ -20,81 +21,23 @@ pub struct Fixture {
 /// What to remove when a case ends.
 enum Cleanup {
     Dir(#[allow(dead_code)] tempfile::TempDir),
-    Databases(Vec<String>),
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Self::Databases(names) = self {
-            let names = std::mem::take(names);
-            // Drop runs outside any runtime guarantee; a small runtime on its own thread can
-            // always block.
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(drop_databases(names));
-            })
-            .join();
-        }
-    }
-}
-
-/// The server used for Postgres cases: `TEST_POSTGRES_URL`, or the local one.
-fn postgres_admin_url() -> String {
-    std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn database_url(name: &str) -> String {
-    let admin = postgres_admin_url();
-    let base = admin
-        .rsplit_once('/')
-        .map_or(admin.as_str(), |(base, _)| base);
-    format!("{base}/{name}")
-}
-
-async fn admin() -> sqlx::PgConnection {
-    use sqlx::Connection;
-    sqlx::PgConnection::connect(&postgres_admin_url())
-        .await
-        .expect("Postgres must be reachable for the store tests (set TEST_POSTGRES_URL)")
-}
-
-async fn drop_databases(names: Vec<String>) {
-    let mut admin = admin().await;
-    for name in names {
-        let statement = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-        let _ = sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(&mut admin)
-            .await;
-    }
+    Databases(#[allow(dead_code)] [TestDatabase; 2]),
 }
 
 pub async fn postgres() -> Fixture {
-    let mut admin = admin().await;
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    let names = vec![
-        format!("runbox_test_{suffix}"),
-        format!("runbox_test_{suffix}_empty"),
+    let databases = [
+        TestDatabase::create("runbox_test").await,
+        TestDatabase::create("runbox_test_empty").await,
     ];
-    for name in &names {
-        let statement = format!("CREATE DATABASE \"{name}\"");
-        sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(&mut admin)
-            .await
-            .expect("create test database");
-    }
-    let url = database_url(&names[0]);
+    let url = databases[0].url();
     let store = PgStore::connect(&url, Schema::Migrate, &StoreOptions::default())
         .await
         .expect("open postgres store");
     Fixture {
         store: Arc::new(store),
         url,
-        empty_url: database_url(&names[1]),
-        _cleanup: Cleanup::Databases(names),
+        empty_url: databases[1].url(),
+        _cleanup: Cleanup::Databases(databases),
     }
 }
 
