@@ -47,7 +47,8 @@ lint: devtools
 ## the HTTP contract in process), tier 2 (the store conformance suite on SQLite and Postgres),
 ## tier 3 (the real binaries with nsjail: the end-to-end and escape suites with warm sandboxes,
 ## again cold, and once more on Postgres, TEST_POSTGRES_URL, default the local server; each
-## test creates and drops its own database)
+## test creates and drops its own database), then the running API fuzzed against its OpenAPI
+## description (scripts/schemathesis.sh)
 test: provision devtools lint
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) nextest run --workspace --locked --no-fail-fast --profile fast
@@ -55,6 +56,7 @@ test: provision devtools lint
 	$(CARGO) nextest run --workspace --locked --no-fail-fast --profile system
 	SANDBOX_MODE=cold $(CARGO) nextest run --workspace --locked --no-fail-fast --profile system -E 'not test(/^warm::/)'
 	TEST_STORE=postgres $(CARGO) nextest run --workspace --locked --no-fail-fast --profile system -E 'not test(/^escape::/)'
+	@scripts/schemathesis.sh
 
 ## test-fast: tier 1 alone: unit tests and the HTTP contract in process; no root, sandbox or
 ## Postgres needed, seconds on a warm build

@@ -41,7 +41,7 @@ venv="$RUNTIME_DIR/devtools"
 stamp="$venv/.provisioned"
 want=$(cat "$requirements" "$0" | sha256sum | cut -d' ' -f1)
 
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$venv/bin/openapi-spec-validator" ]]; then
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$venv/bin/openapi-spec-validator" && -x "$venv/bin/schemathesis" ]]; then
   exit 0
 fi
 
@@ -49,5 +49,6 @@ echo "devtools: installing test tools in $venv"
 "$PYTHON" -m venv --clear "$venv"
 "$venv/bin/pip" install --quiet --no-cache-dir --only-binary=:all: -r "$requirements"
 "$venv/bin/openapi-spec-validator" --version >/dev/null
+"$venv/bin/schemathesis" --version >/dev/null
 echo "$want" > "$stamp"
 echo "devtools: done"

@@ -280,9 +280,10 @@ fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
         field,
         message: message.to_owned(),
     };
+    // An empty value is not "no filter": the description declares each parameter's values,
+    // and `status=` is none of them.
     let status = params
         .status
-        .filter(|s| !s.is_empty())
         .map(|s| {
             JobStatus::parse(&s).ok_or_else(|| {
                 invalid(
@@ -292,7 +293,7 @@ fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
             })
         })
         .transpose()?;
-    let limit = match params.limit.filter(|s| !s.is_empty()) {
+    let limit = match params.limit {
         None => DEFAULT_PAGE,
         Some(text) => text
             .parse::<u32>()
@@ -302,7 +303,6 @@ fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
     };
     let after = params
         .cursor
-        .filter(|s| !s.is_empty())
         .map(|c| {
             c.parse::<ListCursor>().map_err(|()| {
                 invalid(
@@ -439,6 +439,9 @@ mod tests {
             (params(None, Some("101"), None), "limit"),
             (params(None, Some("ten"), None), "limit"),
             (params(None, None, Some("garbage")), "cursor"),
+            (params(Some(""), None, None), "status"),
+            (params(None, Some(""), None), "limit"),
+            (params(None, None, Some("")), "cursor"),
         ] {
             match list_query(bad) {
                 Err(ApiError::InvalidField { field: named, .. }) => assert_eq!(named, field),
