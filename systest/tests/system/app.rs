@@ -68,9 +68,23 @@ pub(crate) fn warm_sandboxes() -> bool {
 }
 
 /// The directory holding the built `api` and `worker` binaries.
-fn bin_dir() -> PathBuf {
-    let api = PathBuf::from(env!("CARGO_BIN_EXE_api"));
-    api.parent().expect("binary has a directory").to_path_buf()
+/// Where cargo put the workspace's binaries: the profile directory this test binary was
+/// built into (`target/debug/deps/system-…` → `target/debug`).
+pub(crate) fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the test binary sits in <profile>/deps")
+        .to_path_buf();
+    for name in ["api", "worker"] {
+        assert!(
+            dir.join(name).is_file(),
+            "{} is missing: build the binaries first (cargo build --workspace --bins)",
+            dir.join(name).display()
+        );
+    }
+    dir
 }
 
 /// The workspace root: `nsjail.cfg`, the README and the container files are there.

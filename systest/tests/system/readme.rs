@@ -3,7 +3,6 @@
 //! answer), and its configuration tables against `api --help` and `worker --help`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -63,10 +62,7 @@ async fn every_readme_execute_example_answers_as_documented() {
 /// The settings a binary's `--help` lists: environment variable and default (`None` when it
 /// has none). Every option but `--help` must have a variable.
 pub(crate) fn help_settings(binary: &str) -> BTreeMap<String, Option<String>> {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_api"))
-        .parent()
-        .expect("binary directory")
-        .join(binary);
+    let path = crate::app::bin_dir().join(binary);
     // No environment, so `[env: NAME=]` shows no current value.
     let output = std::process::Command::new(&path)
         .arg("--help")
