@@ -281,7 +281,7 @@ fn routes_are_registered_only_through_the_documented_router() {
         ".nest_service(",
         ".merge(",
     ];
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = crate::app::repo_root().join("api").join("src");
     let mut checked = 0;
     let mut pending = vec![src.clone()];
     let mut sources = Vec::new();
