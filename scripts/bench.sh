@@ -73,6 +73,12 @@ bench_store() {
 
 echo "machine: $(nproc) CPUs, $(uname -r), worker concurrency ${WORKER_CONCURRENCY:-$(nproc)}," \
   "SANDBOX_MODE=${SANDBOX_MODE:-warm (the worker default)}"
+# Thousands of cgroups left on a host (by workers killed with SIGKILL, say) slow every process
+# on it, the floors included; printed so such a run can be recognised.
+if [[ -r /proc/cgroups ]]; then
+  echo "host cgroups: $(awk '$1 == "memory" || $1 == "pids" {printf "%s%s %s", sep, $1, $3; sep=", "}' /proc/cgroups)" \
+    "(a few dozen is normal; thousands slow the host)"
+fi
 "$bin/examples/sandbox_floor"
 
 bench_store sqlite "sqlite://$dir/jobs.db"

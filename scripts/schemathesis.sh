@@ -40,12 +40,13 @@ METRICS_ADDR=off "$bin/worker" 2>"$dir/worker.log" &
 pids+=($!)
 
 status=0
-"$schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+# From the temporary directory: schemathesis keeps a cache in its working directory.
+(cd "$dir" && "$schemathesis" run "http://127.0.0.1:$port/openapi.json" \
   --url "http://127.0.0.1:$port" \
   --checks all --exclude-checks positive_data_acceptance \
   --max-examples "${SCHEMATHESIS_EXAMPLES:-50}" \
   --seed "${SCHEMATHESIS_SEED:-4529335609023832353625780959231127290}" \
-  --no-color || status=$?
+  --no-color) || status=$?
 if [[ $status -ne 0 ]]; then
   echo "schemathesis: failures above; api log:" >&2
   tail -n 50 "$dir/api.log" >&2

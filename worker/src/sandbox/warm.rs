@@ -10,6 +10,7 @@
 //! - templates are replaced after `SANDBOX_TEMPLATE_MAX_JOBS` jobs or
 //!   `SANDBOX_TEMPLATE_MAX_AGE_SECS`, off the job's path, and whenever one fails.
 
+use std::collections::VecDeque;
 use std::io::{IoSlice, Write as _};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
@@ -63,6 +64,12 @@ const TEMPLATE_TASKS: u32 = 8;
 
 /// The memory limit a child's cgroup has until its job (and the job's limit) is known.
 const PENDING_MEMORY_BYTES: u64 = 256 << 20;
+
+/// Children each template keeps forked and ready. With one, a job that arrives soon after the
+/// previous one ended (a client sending requests one after another) waits for the fork and
+/// set-up of its child; with two, the next child was made during the previous job. More cost
+/// memory and cgroups and save nothing: forks happen once per job either way.
+const CHILDREN_AHEAD: usize = 2;
 
 /// What a template has loaded; a job goes to the lightest template that has what its script
 /// imports. A wrong guess costs time, never correctness: a child can import anything.
@@ -349,7 +356,7 @@ fn flatten(
     joined.map_err(|e| SandboxError::Template(e.to_string()))?
 }
 
-/// One running template and the child it forked for the next job.
+/// One running template and the children it forked for the next jobs.
 struct Template {
     kind: Kind,
     slot: usize,
@@ -362,7 +369,8 @@ struct Template {
     logs: [PathBuf; 2],
     started: Instant,
     served: u32,
-    next: Option<Child>,
+    /// Forked for the next jobs, oldest first; up to [`CHILDREN_AHEAD`].
+    ahead: VecDeque<Child>,
     /// Declared last: dropped after the process is killed.
     _cgroup: JobCgroup,
 }
@@ -447,7 +455,7 @@ impl Template {
             logs: [nsjail_log, stderr_log],
             started: Instant::now(),
             served: 0,
-            next: None,
+            ahead: VecDeque::new(),
             _cgroup: cgroup,
         };
         match tokio::time::timeout(START_TIMEOUT, template.receive()).await {
@@ -461,7 +469,10 @@ impl Template {
             Ok(Err(e)) => return Err(template.failure(&e.to_string())),
             Err(_) => return Err(template.failure("did not become ready in time")),
         }
-        template.next = Some(template.fork(&launcher)?);
+        for _ in 0..CHILDREN_AHEAD {
+            let child = template.fork(&launcher)?;
+            template.ahead.push_back(child);
+        }
         tracing::info!(
             slot,
             kind = kind.as_str(),
@@ -549,7 +560,7 @@ impl Template {
 
     /// Why this template should be replaced now, if it should.
     fn due(&self, config: &SandboxConfig) -> Option<&'static str> {
-        if self.next.is_none() {
+        if self.ahead.is_empty() {
             Some("failed")
         } else if self.served >= config.template_max_jobs.max(1) {
             Some("max_jobs")
@@ -572,8 +583,8 @@ impl Template {
             return Err(self.failure(&format!("exited ({status})")));
         }
         let mut child = self
-            .next
-            .take()
+            .ahead
+            .pop_front()
             .ok_or_else(|| self.failure("has no child ready"))?;
         match tokio::time::timeout(READY_TIMEOUT, child.status.next_line()).await {
             Ok(Ok(Some(line))) if line == "R" => {}
@@ -661,11 +672,17 @@ impl Template {
         ))
     }
 
-    /// Asks for the next job's child; without one the template is replaced (see [`Self::due`]).
+    /// Forks children until [`CHILDREN_AHEAD`] wait; with none left the template is replaced
+    /// (see [`Self::due`]).
     fn fork_next(&mut self, launcher: &Launcher) {
-        match self.fork(launcher) {
-            Ok(next) => self.next = Some(next),
-            Err(e) => tracing::warn!(error = %e, "warm template could not fork the next child"),
+        while self.ahead.len() < CHILDREN_AHEAD {
+            match self.fork(launcher) {
+                Ok(child) => self.ahead.push_back(child),
+                Err(e) => {
+                    tracing::warn!(error = %e, "warm template could not fork the next child");
+                    return;
+                }
+            }
         }
     }
 }
