@@ -275,7 +275,7 @@ impl WarmExecutor {
         };
         match template.run(&self.launcher, job).await {
             Ok(outcome) => {
-                crate::metrics::warm_start(kind);
+                crate::metrics::warm_start(kind.as_str());
                 let due = template.due(&self.launcher.config);
                 if let Some(reason) = due {
                     state.replace(&self.launcher, kind, slot, reason);
@@ -341,7 +341,7 @@ impl Slot {
             reason,
             "replacing a warm template"
         );
-        crate::metrics::template_restart(kind, reason);
+        crate::metrics::template_restart(kind.as_str(), reason);
         self.replacements[i] = Some(tokio::spawn(Template::start(
             Arc::clone(launcher),
             kind,
