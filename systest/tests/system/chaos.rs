@@ -1,6 +1,7 @@
 //! Chaos: workers crash and the database restarts under load, and still no accepted job is
-//! lost or completed twice. Slow and disruptive, so `make test` skips these and `make chaos`
-//! runs them one at a time (the Postgres restart would break concurrently running tests).
+//! lost or completed twice. Slow and disruptive, so they are a tier of their own (`make
+//! chaos`, run by `make test` after the other tiers), one at a time: the Postgres restart
+//! would break concurrently running tests.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
