@@ -236,20 +236,24 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    fn settings(args: &[&str]) -> WorkerConfig {
+        testkit::settings_without_env(args)
+    }
+
     #[test]
     fn metrics_are_served_on_a_free_loopback_port_unless_configured() {
-        let default = WorkerConfig::parse_from(["worker"]);
+        let default = settings(&["worker"]);
         assert_eq!(default.metrics_addr(), MetricsAddr::Default);
         for off in ["off", ""] {
-            let config = WorkerConfig::parse_from(["worker", "--metrics-addr", off]);
+            let config = settings(&["worker", "--metrics-addr", off]);
             assert_eq!(config.metrics_addr(), MetricsAddr::Off);
         }
-        let first = WorkerConfig::parse_from(["worker", "--metrics-addr", "127.0.0.1:9091"]);
+        let first = settings(&["worker", "--metrics-addr", "127.0.0.1:9091"]);
         assert_eq!(
             first.metrics_addr(),
             MetricsAddr::Listen(SocketAddr::from(([127, 0, 0, 1], 9091)))
         );
-        let any = WorkerConfig::parse_from(["worker", "--metrics-addr", "0.0.0.0:9100"]);
+        let any = settings(&["worker", "--metrics-addr", "0.0.0.0:9100"]);
         assert_eq!(
             any.metrics_addr(),
             MetricsAddr::Listen(SocketAddr::from(([0, 0, 0, 0], 9100)))

@@ -145,7 +145,6 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use axum::Router;
-    use clap::Parser;
     use http_body_util::BodyExt;
     use shared::store::{self, Schema, StoreOptions};
     use tower::ServiceExt;
@@ -160,7 +159,7 @@ mod tests {
         let store = store::connect(&url, Schema::Migrate, &StoreOptions::default())
             .await
             .expect("sqlite store");
-        let config = ApiConfig::parse_from(["api", "--database-url", url.as_str()]);
+        let config: ApiConfig = testkit::settings_without_env(&["api", "--database-url", url.as_str()]);
         (crate::app(&config, Arc::clone(&store)).router, dir)
     }
 

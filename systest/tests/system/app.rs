@@ -52,6 +52,18 @@ impl Drop for TestApp {
     }
 }
 
+/// A command for one of the service's binaries with an empty environment but `PATH`: every
+/// setting a test relies on is set by the test, so nothing the caller exported (a `PORT`, a
+/// `MAX_SCRIPT_BYTES`) changes what it checks.
+fn service(program: &std::path::Path) -> Command {
+    let mut command = Command::new(program);
+    command.env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    command
+}
+
 /// Sends the process's JSON log lines at `info` to `<dir>/<name>.log`.
 fn capture_logs(command: &mut Command, dir: &std::path::Path, name: &str) {
     let file = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
@@ -163,7 +175,7 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         }
     };
     let port = free_port();
-    let mut api = Command::new(bin_dir().join("api"));
+    let mut api = service(&bin_dir().join("api"));
     api.env("DATABASE_URL", &database_url)
         .env("PORT", port.to_string())
         .env("HOST", "127.0.0.1")
@@ -216,7 +228,11 @@ impl TestApp {
         let slot = u32::try_from(self.workers.len() % 8).unwrap_or(0);
         let uid_base = 200_000 + (std::process::id() % 10_000) * 64 + slot * 8;
         let runtime = std::env::var("RUNTIME_DIR").unwrap_or_else(|_| "/opt/runbox".into());
-        let mut worker = Command::new(bin_dir().join("worker"));
+        let mut worker = service(&bin_dir().join("worker"));
+        if let Some(mode) = std::env::var_os("SANDBOX_MODE") {
+            // The suite's own switch (`make test` runs it warm, then cold).
+            worker.env("SANDBOX_MODE", mode);
+        }
         worker
             .current_dir(&root)
             .env("DATABASE_URL", &self.database_url)

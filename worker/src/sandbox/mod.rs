@@ -754,10 +754,9 @@ fn nsjail_args(inv: &NsjailInvocation<'_>) -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     fn config() -> SandboxConfig {
-        crate::config::WorkerConfig::parse_from(["worker"]).sandbox
+        testkit::settings_without_env::<crate::config::WorkerConfig>(&["worker"]).sandbox
     }
 
     fn args_for(limits: Limits, in_cgroup: bool) -> Vec<String> {
