@@ -159,7 +159,8 @@ mod tests {
         let store = store::connect(&url, Schema::Migrate, &StoreOptions::default())
             .await
             .expect("sqlite store");
-        let config: ApiConfig = testkit::settings_without_env(&["api", "--database-url", url.as_str()]);
+        let config: ApiConfig =
+            testkit::settings_without_env(&["api", "--database-url", url.as_str()]);
         (crate::app(&config, Arc::clone(&store)).router, dir)
     }
 
