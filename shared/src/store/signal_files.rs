@@ -35,6 +35,15 @@ pub(super) enum Change {
 impl Change {
     const ALL: [Self; 2] = [Self::Queued, Self::Finished];
 
+    /// Opens this change's signal file of `database` for writing, creating it if needed.
+    fn open(self, database: &Path) -> io::Result<File> {
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.path(database))
+    }
+
     /// The signal file of this change for `database`.
     fn path(self, database: &Path) -> PathBuf {
         let mut name = database.as_os_str().to_owned();
@@ -77,16 +86,9 @@ impl Signals {
     /// # Errors
     /// When a file cannot be created or opened for writing.
     pub(super) fn open(database: &Path) -> io::Result<Self> {
-        let open = |change: Change| {
-            OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(change.path(database))
-        };
         Ok(Self {
-            queued: open(Change::Queued)?,
-            finished: open(Change::Finished)?,
+            queued: Change::Queued.open(database)?,
+            finished: Change::Finished.open(database)?,
         })
     }
 
@@ -115,17 +117,10 @@ pub(super) fn listen(database: &Path, listen: Listen) -> io::Result<(StoreEvents
     let inotify = Inotify::init()?;
     let mut watched = Vec::new();
     for change in Change::ALL.into_iter().filter(|c| listen.wants(*c)) {
-        let path = change.path(database);
         // Made here too, so a listener that starts before any writer can watch.
-        drop(
-            OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)?,
-        );
+        drop(change.open(database)?);
         let watch = inotify.watches().add(
-            &path,
+            change.path(database),
             WatchMask::MODIFY | WatchMask::DELETE_SELF | WatchMask::MOVE_SELF,
         )?;
         watched.push((watch, change));
