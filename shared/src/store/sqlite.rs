@@ -83,6 +83,16 @@ impl SqliteStore {
         // Beside the file a symlinked path resolves to, as SQLite's own log is, so every
         // process finds the same files whatever path it was given.
         let database = std::fs::canonicalize(&database).unwrap_or(database);
+        // An in-memory database is this process's alone: nobody else to wake, and no file to
+        // put signals beside.
+        if in_memory(&url) {
+            return Ok(Self {
+                pool,
+                events: None,
+                signals: None,
+                _watch: None,
+            });
+        }
         let signals = Signals::open(&database)
             .inspect_err(|e| {
                 tracing::warn!(
@@ -105,6 +115,15 @@ impl SqliteStore {
             _watch: watch,
         })
     }
+}
+
+/// Whether a `sqlite:` URL names an in-memory database (`sqlite::memory:`, `?mode=memory`),
+/// which sqlx opens under a made-up file name.
+fn in_memory(url: &str) -> bool {
+    let rest = url.strip_prefix("sqlite:").unwrap_or(url);
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    path == ":memory:" || query.split('&').any(|pair| pair == "mode=memory")
 }
 
 /// The signal watch `options` ask for, if any and if inotify allows it.
@@ -617,6 +636,45 @@ impl JobStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_memory_urls_are_told_from_files() {
+        for url in [
+            "sqlite::memory:",
+            "sqlite://:memory:",
+            "sqlite://x.db?mode=memory&cache=shared",
+        ] {
+            assert!(in_memory(url), "{url}");
+        }
+        for url in [
+            "sqlite://data/jobs.db",
+            "sqlite:jobs.db?mode=rwc",
+            "sqlite:///tmp/memory.db",
+        ] {
+            assert!(!in_memory(url), "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_store_writes_no_signal_files() {
+        let options = StoreOptions {
+            listen_queued: true,
+            listen_finished: true,
+            ..StoreOptions::default()
+        };
+        let store = SqliteStore::connect("sqlite::memory:", Schema::Migrate, &options)
+            .await
+            .expect("open store");
+        assert!(store.events().is_none(), "nobody else can write to it");
+        // sqlx names an in-memory database `file:sqlx-in-memory-<n>`.
+        let strays: Vec<_> = std::fs::read_dir(".")
+            .expect("the working directory")
+            .filter_map(Result::ok)
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with("-queued") || name.ends_with("-finished"))
+            .collect();
+        assert!(strays.is_empty(), "signal files were created: {strays:?}");
+    }
 
     #[tokio::test]
     async fn the_signal_watch_ends_when_the_last_clone_of_the_store_is_dropped() {
