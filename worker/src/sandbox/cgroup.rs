@@ -226,6 +226,7 @@ impl Cgroups {
                 fs::create_dir(&dir)?;
                 let job = JobCgroup {
                     v2: true,
+                    memory_limit: spec.memory_bytes,
                     dirs: vec![JobDir {
                         path: dir.clone(),
                         controllers: controllers.clone(),
@@ -250,6 +251,7 @@ impl Cgroups {
             } => {
                 let mut job = JobCgroup {
                     v2: false,
+                    memory_limit: spec.memory_bytes,
                     dirs: Vec::new(),
                 };
                 for hierarchy in hierarchies {
@@ -564,6 +566,8 @@ struct JobDir {
 #[derive(Debug)]
 pub struct JobCgroup {
     v2: bool,
+    /// The memory limit last written.
+    memory_limit: u64,
     dirs: Vec<JobDir>,
 }
 
@@ -578,29 +582,30 @@ impl JobCgroup {
             .collect()
     }
 
-    /// Sets the memory limit, for a cgroup made before its job was known.
+    /// Sets the memory limit, for a cgroup made before its job was known; nothing to write
+    /// when the job's limit is the one the cgroup was made with (the usual case).
     ///
     /// # Errors
     /// When the limit cannot be written (v1 refuses one below current usage).
-    pub fn set_memory_limit(&self, bytes: u64) -> io::Result<()> {
+    pub fn set_memory_limit(&mut self, bytes: u64) -> io::Result<()> {
+        if bytes == self.memory_limit {
+            return Ok(());
+        }
         let Some(dir) = self.dir_with(Controller::Memory) else {
             return Ok(());
         };
-        let file = if self.v2 {
-            "memory.max"
-        } else {
-            "memory.limit_in_bytes"
-        };
         if self.v2 {
-            return fs::write(dir.join(file), bytes.to_string());
+            fs::write(dir.join("memory.max"), bytes.to_string())?;
+        } else {
+            // v1 refuses a memory limit above the memory+swap one: raise memsw first, lower it
+            // last. One of the two memsw writes fails harmlessly (and both do without swap
+            // accounting).
+            let memsw = dir.join("memory.memsw.limit_in_bytes");
+            let _ = fs::write(&memsw, bytes.to_string());
+            fs::write(dir.join("memory.limit_in_bytes"), bytes.to_string())?;
+            let _ = fs::write(&memsw, bytes.to_string());
         }
-        // v1 refuses a memory limit above the memory+swap one: raise memsw first, lower it
-        // last. One of the two memsw writes fails harmlessly (and both do without swap
-        // accounting).
-        let memsw = dir.join("memory.memsw.limit_in_bytes");
-        let _ = fs::write(&memsw, bytes.to_string());
-        fs::write(dir.join(file), bytes.to_string())?;
-        let _ = fs::write(&memsw, bytes.to_string());
+        self.memory_limit = bytes;
         Ok(())
     }
 
@@ -1004,6 +1009,7 @@ mod tests {
     fn nsjail_is_started_through_the_cgroup_entering_shell() {
         let job = JobCgroup {
             v2: false,
+            memory_limit: 0,
             dirs: vec![
                 JobDir {
                     path: PathBuf::from("/nonexistent/memory/runbox/job-1"),
@@ -1038,6 +1044,7 @@ mod tests {
     async fn the_entering_shell_fails_closed_when_the_cgroup_is_missing() {
         let job = JobCgroup {
             v2: false,
+            memory_limit: 0,
             dirs: vec![JobDir {
                 path: PathBuf::from("/nonexistent/runbox/job-1"),
                 controllers: vec![Controller::Memory],

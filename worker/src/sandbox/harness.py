@@ -4,9 +4,10 @@ Cold path: nsjail starts `python3 harness.py`; the worker mounts the script at S
 this process a pipe on the file descriptor named by RUNBOX_RESULT_FD, the job's CPU time limit in
 RUNBOX_CPU_LIMIT_SECS and the seccomp policy in RUNBOX_SECCOMP; the variables are removed and the
 policy installed before the script runs. Warm path: a template (template.py) imports this module
-once and each of its children calls `run_job` with the script it was sent. Either way exactly one
-JSON record is written on the result channel, and only by this harness once main() has returned
-or failed: the script's own stdout is never parsed.
+once and each of its children calls `enter_sandbox` before its job arrives, then `run_job` with
+the script it was sent. Either way exactly one JSON record is written on the result channel,
+and only by this harness once main() has returned or failed: the script's own stdout is never
+parsed.
 
 Record shapes:
   {"ok": true, "started_ns": T, "result": <main()'s return value>}
@@ -222,14 +223,20 @@ def run(source):
     return '{"ok": true, "started_ns": ' + str(script_started_ns) + ', "result": ' + text + "}"
 
 
-def run_job(fd, source, cpu_limit_secs, policy):
-    """Runs `source` in this process, already inside the job's sandbox, and reports on `fd`;
-    `policy` comes from `prepare_seccomp`."""
-    # Keep the channel out of any program the script starts.
+def enter_sandbox(fd, policy):
+    """The last steps before this process may run a job's code, none of which depends on the
+    job: the result channel `fd` stays out of any program the script starts, and the seccomp
+    `policy` (from `prepare_seccomp`) is installed. A warm child takes them before its job
+    arrives."""
     os.set_inheritable(fd, False)
+    install_seccomp(policy)
+
+
+def run_job(fd, source, cpu_limit_secs):
+    """Runs `source` in this process, already inside the job's sandbox (`enter_sandbox`), and
+    reports on `fd`."""
     lower_cpu_limit(cpu_limit_secs)
     sys.argv = [SCRIPT_PATH]
-    install_seccomp(policy)
     send(fd, run(source))
 
 
@@ -256,7 +263,8 @@ def main():
     policy = prepare_seccomp(os.environ.pop("RUNBOX_SECCOMP"))
     with open(SCRIPT_PATH, encoding="utf-8", errors="surrogateescape") as handle:
         source = handle.read()
-    run_job(fd, source, cpu_limit_secs, policy)
+    enter_sandbox(fd, policy)
+    run_job(fd, source, cpu_limit_secs)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ runs:
      namespaces and points its next child at a fresh pid namespace, so the child is pid 1 of
      its own and when it exits the kernel kills whatever it left behind. Right after each fork
      the template moves on into the next set: it never shares a namespace with a job.
-  2. Fresh files. /tmp (the only writable place) and /job (the script and harness, read-only
-     once written) are new tmpfs instances per child; the working directory is the new /tmp.
+  2. Fresh files. /tmp (the only writable place) and /job (the script and harness) are new
+     tmpfs instances per child; the working directory is the new /tmp. /job is mounted
+     read-only before the child reports ready; the script is written into it afterwards
+     through a file opened on a second, detached mount of it that only the harness holds.
   3. Its own descriptors only: stdin (the job's script), stdout, stderr and the result pipe,
      all made by the worker for this job; every other descriptor is closed.
   4. Its own cgroup: the child writes itself into the job's cgroup (descriptors the worker
@@ -20,10 +22,13 @@ runs:
      each child (after the fork, before it reports ready: the reseed takes ~1 ms).
      The str hash seed is the template's, shared by its children: the worker replaces
      templates after a number of jobs and an age, which also renews the memory layout.
-  6. The job's uid 1000 and no capabilities: the template emptied the bounding and ambient
+  6. The job's seccomp policy on top of the template's.
+  7. The job's uid 1000 and no capabilities: the template emptied the bounding and ambient
      sets for good; the child sets uid and gid, then clears the rest, so capget shows
      nothing; no_new_privs holds from nsjail.
-  7. The job's seccomp policy on top of the template's, installed by the harness last.
+Steps 1-6 are taken before the child reports ready, off the job's path; a waiting child
+drops to the job's uid only once its job has arrived, so that no process of a slot's job uid
+exists but the job's own.
 A job's state dies with its process: the template's memory is never written by a child.
 
 Protocol with the worker, on the SOCK_SEQPACKET socket at RUNBOX_CONTROL_FD:
@@ -106,13 +111,19 @@ def empty_bounding_and_ambient_sets():
     check(LIBC.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clearing ambient caps")
 
 
+# Made once in the template: a child that made them would copy the template's pages it
+# touched doing so, on its job's path.
+CAPSET = LIBC.capset
+NO_CAPABILITIES = (ctypes.byref(CapHeader(0x20080522, 0)), (CapData * 2)())
+
+
 def drop_privileges(uid):
     """Becomes `uid` with no capability in any set, for good (the bounding and ambient sets
     are empty already)."""
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
-    check(LIBC.capset(ctypes.byref(CapHeader(0x20080522, 0)), (CapData * 2)()), "capset")
+    check(CAPSET(*NO_CAPABILITIES), "capset")
 
 
 def loopback_up():
@@ -133,6 +144,9 @@ JOB_POLICY_TEXT = os.environ.pop("RUNBOX_SECCOMP")
 JOB_UID = int(os.environ.pop("RUNBOX_JOB_UID"))
 TMP_OPTIONS = "size=64m,nr_inodes=4096,mode=1777"
 JOB_DIR_OPTIONS = "size=4m,nr_inodes=16,mode=0755"
+# Where a child mounts /job a second time, for a moment, to open the script file writable.
+JOB_DIR_WRITABLE = "/tmp/.runbox-job"
+RESULT_FD = 3
 STATUS_FD = 4
 FIRST_CGROUP_FD = 5
 
@@ -188,7 +202,29 @@ def read_job():
             break
         chunks.append(chunk)
     header, _, script = b"".join(chunks).partition(b"\n")
-    return json.loads(header), script.decode("utf-8", errors="surrogateescape")
+    return json.loads(header), script
+
+
+def open_script_file():
+    """Creates /job/script.py and returns it open for writing, then makes /job read-only.
+
+    The file is opened through a bind mount of /job that is detached at once: the open file
+    keeps that mount alive, unreachable by any path, and /job's own mount has no writer left,
+    so it can be remounted read-only before the script is known (and before privileges go)."""
+    os.mkdir(JOB_DIR_WRITABLE, 0o700)
+    mount("/job", JOB_DIR_WRITABLE, None, MS_BIND, None)
+    fd = os.open(f"{JOB_DIR_WRITABLE}/script.py", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC)
+    os.fchmod(fd, 0o644)
+    umount(JOB_DIR_WRITABLE)
+    os.rmdir(JOB_DIR_WRITABLE)
+    mount("none", "/job", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+    return fd
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def child(cgroup_fds):
@@ -200,19 +236,23 @@ def child(cgroup_fds):
         unshare(CLONE_NEWCGROUP)
         if "numpy" in sys.modules:
             sys.modules["numpy"].random.seed()
+        script_file = open_script_file()
+        harness.enter_sandbox(RESULT_FD, JOB_POLICY)
         os.write(STATUS_FD, b"R\n")
     except OSError as error:
         os.write(STATUS_FD, f"E {error}\n".encode())
         os._exit(1)
     os.close(STATUS_FD)
-    header, source = read_job()
+    header, script = read_job()
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    write_job_file("script.py", source)
-    mount("none", "/job", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+    write_all(script_file, script)
+    os.close(script_file)
+    # Only now: a waiting child is no process of its slot's job uid.
     drop_privileges(JOB_UID)
-    harness.run_job(3, source, int(header["cpu_limit_secs"]), JOB_POLICY)
+    source = script.decode("utf-8", errors="surrogateescape")
+    harness.run_job(RESULT_FD, source, int(header["cpu_limit_secs"]))
 
 
 def spawn(fds, self_pidfd):

@@ -25,7 +25,7 @@ use nix::sys::socket::{
     sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr,
 };
 use shared::job::{ClaimedJob, Outcome};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::unix::pipe;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -276,6 +276,7 @@ impl WarmExecutor {
         match template.run(&self.launcher, job).await {
             Ok(outcome) => {
                 crate::metrics::warm_start(kind.as_str());
+                fork_ahead(&self.launcher, &template.forker, kind, slot);
                 let due = template.due(&self.launcher.config);
                 if let Some(reason) = due {
                     state.replace(&self.launcher, kind, slot, reason);
@@ -290,6 +291,36 @@ impl WarmExecutor {
             }
         }
     }
+}
+
+/// Has a template fork the child that replaces the one a job just used, in the background: the
+/// job's outcome does not wait for the child's cgroup to be made, and the template's fork
+/// runs after the job, not beside it. Past [`CHILDREN_AHEAD`] waiting children (the slot's
+/// next job forked one itself meanwhile) the parts are dropped, and with them the cgroup.
+fn fork_ahead(launcher: &Arc<Launcher>, forker: &Arc<Forker>, kind: Kind, slot: usize) {
+    let launcher = Arc::clone(launcher);
+    let forker = Arc::clone(forker);
+    tokio::spawn(async move {
+        let made = tokio::task::spawn_blocking(move || ChildParts::make(&launcher, slot)).await;
+        let parts = match made {
+            Ok(Ok(parts)) => parts,
+            Ok(Err(e)) => {
+                tracing::warn!(slot, kind = kind.as_str(), error = %e, "could not prepare the next warm child");
+                return;
+            }
+            Err(_) => return,
+        };
+        if forker.waiting() >= CHILDREN_AHEAD {
+            return;
+        }
+        match forker.fork(parts) {
+            Ok(child) => forker.push(child),
+            // The template is gone or going: its next job finds out and replaces it.
+            Err(e) => {
+                tracing::debug!(slot, kind = kind.as_str(), error = %e, "warm template could not fork the next child")
+            }
+        }
+    });
 }
 
 #[async_trait]
@@ -362,17 +393,97 @@ struct Template {
     slot: usize,
     /// The template's nsjail; killing it ends the template and every child.
     process: tokio::process::Child,
-    /// The worker's end of the template's SOCK_SEQPACKET control socket (a stream type to
-    /// tokio; each read returns one message).
-    control: tokio::net::UnixStream,
+    /// Asks the template for children; shared with the tasks that fork ahead.
+    forker: Arc<Forker>,
     /// Where the template and its nsjail write their logs, read when it fails.
     logs: [PathBuf; 2],
     started: Instant,
     served: u32,
-    /// Forked for the next jobs, oldest first; up to [`CHILDREN_AHEAD`].
-    ahead: VecDeque<Child>,
     /// Declared last: dropped after the process is killed.
     _cgroup: JobCgroup,
+}
+
+/// The worker's side of a template's control socket and the children it forked for the next
+/// jobs.
+struct Forker {
+    /// The worker's end of the template's SOCK_SEQPACKET control socket (a stream type to
+    /// tokio; each read returns one message).
+    control: tokio::net::UnixStream,
+    /// Forked for the next jobs, oldest first; up to [`CHILDREN_AHEAD`], give or take one
+    /// being forked.
+    ahead: std::sync::Mutex<VecDeque<Child>>,
+}
+
+impl Forker {
+    /// The next message on the control socket; empty when the template is gone.
+    async fn receive(&self) -> std::io::Result<Vec<u8>> {
+        let mut buf = [0u8; 64];
+        loop {
+            self.control.readable().await?;
+            match self.control.try_read(&mut buf) {
+                Ok(n) => return Ok(buf.get(..n).unwrap_or_default().to_vec()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Asks the template to fork a child onto `parts`.
+    fn fork(&self, parts: ChildParts) -> std::io::Result<Child> {
+        let ChildParts {
+            cgroup,
+            procs,
+            script: (script_r, script_w),
+            stdout: (stdout_r, stdout_w),
+            stderr: (stderr_r, stderr_w),
+            result: (result_r, result_w),
+            status: (status_r, status_w),
+        } = parts;
+        let mut fds = vec![
+            script_r.as_raw_fd(),
+            stdout_w.as_raw_fd(),
+            stderr_w.as_raw_fd(),
+            result_w.as_raw_fd(),
+            status_w.as_raw_fd(),
+        ];
+        fds.extend(procs.iter().map(AsRawFd::as_raw_fd));
+        sendmsg::<UnixAddr>(
+            self.control.as_raw_fd(),
+            &[IoSlice::new(b"spawn")],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(std::io::Error::from)?;
+        // The template holds its own copies now; ours of the child's ends go.
+        drop((script_r, stdout_w, stderr_w, result_w, status_w, procs));
+        Ok(Child {
+            script: pipe::Sender::from_owned_fd(OwnedFd::from(script_w))?,
+            stdout: pipe::Receiver::from_owned_fd(OwnedFd::from(stdout_r))?,
+            stderr: pipe::Receiver::from_owned_fd(OwnedFd::from(stderr_r))?,
+            result: result_r,
+            status: BufReader::new(pipe::Receiver::from_owned_fd(OwnedFd::from(status_r))?).lines(),
+            cgroup,
+        })
+    }
+
+    fn push(&self, child: Child) {
+        self.queue().push_back(child);
+    }
+
+    fn pop(&self) -> Option<Child> {
+        self.queue().pop_front()
+    }
+
+    fn waiting(&self) -> usize {
+        self.queue().len()
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Child>> {
+        self.ahead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// A forked child, ready (or getting ready) for a job; its cgroup and pipes are its own.
@@ -383,6 +494,51 @@ struct Child {
     result: std::io::PipeReader,
     status: Lines<BufReader<pipe::Receiver>>,
     cgroup: JobCgroup,
+}
+
+/// What a child is forked onto, made by the worker before it asks the template: the child's
+/// cgroup (its `cgroup.procs` files open for the child to enter) and its pipes. Making them
+/// (a directory and limits per cgroup hierarchy) is the worker's share of a fork, done off
+/// any job's path.
+struct ChildParts {
+    cgroup: JobCgroup,
+    procs: Vec<std::fs::File>,
+    script: (std::io::PipeReader, std::io::PipeWriter),
+    stdout: (std::io::PipeReader, std::io::PipeWriter),
+    stderr: (std::io::PipeReader, std::io::PipeWriter),
+    result: (std::io::PipeReader, std::io::PipeWriter),
+    status: (std::io::PipeReader, std::io::PipeWriter),
+}
+
+impl ChildParts {
+    fn make(launcher: &Launcher, slot: usize) -> Result<Self, SandboxError> {
+        let cgroup = launcher
+            .cgroups
+            .create_job(
+                &format!("job-warm-{}", uuid::Uuid::new_v4().simple()),
+                &JobSpec {
+                    memory_bytes: PENDING_MEMORY_BYTES,
+                    max_processes: launcher.config.max_processes,
+                    supervisors: 0,
+                    slot: Some(slot),
+                },
+            )?
+            .ok_or_else(|| SandboxError::Template("no cgroup for the child".into()))?;
+        let procs = cgroup
+            .procs_files()
+            .into_iter()
+            .map(|path| std::fs::OpenOptions::new().write(true).open(path))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Self {
+            cgroup,
+            procs,
+            script: std::io::pipe()?,
+            stdout: std::io::pipe()?,
+            stderr: std::io::pipe()?,
+            result: std::io::pipe()?,
+            status: std::io::pipe()?,
+        })
+    }
 }
 
 impl Template {
@@ -447,18 +603,20 @@ impl Template {
         drop(command);
         let control = std::os::unix::net::UnixStream::from(ours);
         control.set_nonblocking(true)?;
-        let mut template = Self {
+        let template = Self {
             kind,
             slot,
             process,
-            control: tokio::net::UnixStream::from_std(control)?,
+            forker: Arc::new(Forker {
+                control: tokio::net::UnixStream::from_std(control)?,
+                ahead: std::sync::Mutex::new(VecDeque::new()),
+            }),
             logs: [nsjail_log, stderr_log],
             started: Instant::now(),
             served: 0,
-            ahead: VecDeque::new(),
             _cgroup: cgroup,
         };
-        match tokio::time::timeout(START_TIMEOUT, template.receive()).await {
+        match tokio::time::timeout(START_TIMEOUT, template.forker.receive()).await {
             Ok(Ok(message)) if message == b"ready" => {}
             Ok(Ok(message)) => {
                 return Err(template.failure(&format!(
@@ -470,8 +628,7 @@ impl Template {
             Err(_) => return Err(template.failure("did not become ready in time")),
         }
         for _ in 0..CHILDREN_AHEAD {
-            let child = template.fork(&launcher)?;
-            template.ahead.push_back(child);
+            template.fork_now(&launcher)?;
         }
         tracing::info!(
             slot,
@@ -482,11 +639,14 @@ impl Template {
         Ok(template)
     }
 
-    /// The next message on the control socket; empty when the template is gone.
-    async fn receive(&mut self) -> std::io::Result<Vec<u8>> {
-        let mut buf = [0u8; 64];
-        let n = self.control.read(&mut buf).await?;
-        Ok(buf.get(..n).unwrap_or_default().to_vec())
+    /// Forks a child on the job's path, for when none is waiting (or at start).
+    fn fork_now(&self, launcher: &Launcher) -> Result<(), SandboxError> {
+        let child = self
+            .forker
+            .fork(ChildParts::make(launcher, self.slot)?)
+            .map_err(|e| self.failure(&format!("could not be asked to fork: {e}")))?;
+        self.forker.push(child);
+        Ok(())
     }
 
     /// A [`SandboxError`] carrying the end of the template's logs.
@@ -505,64 +665,9 @@ impl Template {
         ))
     }
 
-    /// Asks the template to fork a child onto a new cgroup and new pipes.
-    fn fork(&self, launcher: &Launcher) -> Result<Child, SandboxError> {
-        let config = &launcher.config;
-        let cgroup = launcher
-            .cgroups
-            .create_job(
-                &format!("job-warm-{}", uuid::Uuid::new_v4().simple()),
-                &JobSpec {
-                    memory_bytes: PENDING_MEMORY_BYTES,
-                    max_processes: config.max_processes,
-                    supervisors: 0,
-                    slot: Some(self.slot),
-                },
-            )?
-            .ok_or_else(|| SandboxError::Template("no cgroup for the child".into()))?;
-        let (script_r, script_w) = std::io::pipe()?;
-        let (stdout_r, stdout_w) = std::io::pipe()?;
-        let (stderr_r, stderr_w) = std::io::pipe()?;
-        let (result_r, result_w) = std::io::pipe()?;
-        let (status_r, status_w) = std::io::pipe()?;
-        let procs = cgroup
-            .procs_files()
-            .into_iter()
-            .map(|path| std::fs::OpenOptions::new().write(true).open(path))
-            .collect::<std::io::Result<Vec<_>>>()?;
-        let mut fds = vec![
-            script_r.as_raw_fd(),
-            stdout_w.as_raw_fd(),
-            stderr_w.as_raw_fd(),
-            result_w.as_raw_fd(),
-            status_w.as_raw_fd(),
-        ];
-        fds.extend(procs.iter().map(AsRawFd::as_raw_fd));
-        sendmsg::<UnixAddr>(
-            self.control.as_raw_fd(),
-            &[IoSlice::new(b"spawn")],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .map_err(|e| self.failure(&format!("could not be asked to fork: {e}")))?;
-        // The template holds its own copies now; ours of the child's ends go.
-        drop((script_r, stdout_w, stderr_w, result_w, status_w, procs));
-        Ok(Child {
-            script: pipe::Sender::from_owned_fd(OwnedFd::from(script_w))?,
-            stdout: pipe::Receiver::from_owned_fd(OwnedFd::from(stdout_r))?,
-            stderr: pipe::Receiver::from_owned_fd(OwnedFd::from(stderr_r))?,
-            result: result_r,
-            status: BufReader::new(pipe::Receiver::from_owned_fd(OwnedFd::from(status_r))?).lines(),
-            cgroup,
-        })
-    }
-
     /// Why this template should be replaced now, if it should.
     fn due(&self, config: &SandboxConfig) -> Option<&'static str> {
-        if self.ahead.is_empty() {
-            Some("failed")
-        } else if self.served >= config.template_max_jobs.max(1) {
+        if self.served >= config.template_max_jobs.max(1) {
             Some("max_jobs")
         } else if self.started.elapsed() >= Duration::from_secs(config.template_max_age_secs.max(1))
         {
@@ -582,9 +687,13 @@ impl Template {
         if let Ok(Some(status)) = self.process.try_wait() {
             return Err(self.failure(&format!("exited ({status})")));
         }
+        if self.forker.waiting() == 0 {
+            // Jobs came faster than the children forked ahead after the previous ones.
+            self.fork_now(launcher)?;
+        }
         let mut child = self
-            .ahead
-            .pop_front()
+            .forker
+            .pop()
             .ok_or_else(|| self.failure("has no child ready"))?;
         match tokio::time::timeout(READY_TIMEOUT, child.status.next_line()).await {
             Ok(Ok(Some(line))) if line == "R" => {}
@@ -627,9 +736,6 @@ impl Template {
             }
         })
         .await;
-        // Forked only now, so the template's fork and the next child's preparation do not
-        // compete with this job for the CPU or delay the template's report on it.
-        self.fork_next(launcher);
         let (ending, timed_out) = match first {
             Ok(First::Reported(line)) => (line, false),
             Ok(First::Closed) => {
@@ -670,20 +776,6 @@ impl Template {
                 left,
             },
         ))
-    }
-
-    /// Forks children until [`CHILDREN_AHEAD`] wait; with none left the template is replaced
-    /// (see [`Self::due`]).
-    fn fork_next(&mut self, launcher: &Launcher) {
-        while self.ahead.len() < CHILDREN_AHEAD {
-            match self.fork(launcher) {
-                Ok(child) => self.ahead.push_back(child),
-                Err(e) => {
-                    tracing::warn!(error = %e, "warm template could not fork the next child");
-                    return;
-                }
-            }
-        }
     }
 }
 
