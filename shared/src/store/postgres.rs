@@ -33,7 +33,8 @@ const FINISHED_CHANNEL: &str = "runbox_finished";
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
-    /// Poked on every enqueue; a background task turns each burst into one NOTIFY.
+    /// Poked when jobs go back to the queue (released, reaped); a background task turns each
+    /// burst into one NOTIFY. (A new job's NOTIFY is part of its INSERT.)
     enqueued: Arc<Notify>,
     events: Option<StoreEvents>,
 }
@@ -121,8 +122,8 @@ async fn create_database_if_missing(url: &str) {
     }
 }
 
-/// One NOTIFY per burst of enqueues: `Notify` keeps a single permit however many enqueues
-/// happen while a NOTIFY is in flight.
+/// One NOTIFY per burst of requeues: `Notify` keeps a single permit however many happen while
+/// a NOTIFY is in flight.
 async fn send_queued_notifications(pool: PgPool, enqueued: Arc<Notify>) {
     loop {
         enqueued.notified().await;
@@ -320,12 +321,17 @@ impl JobStore for PgStore {
             .await?;
         }
         // ON CONFLICT DO NOTHING: of two requests racing with one key, exactly one inserts;
-        // the other finds the winner's row below.
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (id, status, script, timeout_ms, memory_mb, created_at, attempt, \
-                 idempotency_key, request_hash, request_id) \
-             VALUES ($1, 'queued', $2, $3, $4, $5, 0, $6, $7, $8) \
-             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+        // the other finds the winner's row below. The NOTIFY rides in the same statement, so
+        // idle workers hear of the job as it commits, with no round trip of its own on the
+        // request's path.
+        let inserted: i64 = sqlx::query_scalar(
+            "WITH inserted AS ( \
+                 INSERT INTO jobs (id, status, script, timeout_ms, memory_mb, created_at, \
+                     attempt, idempotency_key, request_hash, request_id) \
+                 VALUES ($1, 'queued', $2, $3, $4, $5, 0, $6, $7, $8) \
+                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+                 RETURNING id) \
+             SELECT count(*) FROM inserted, LATERAL pg_notify($9, '')",
         )
         .bind(job.id.0)
         .bind(&job.script)
@@ -335,9 +341,9 @@ impl JobStore for PgStore {
         .bind(idempotency.map(|i| i.key.as_str()))
         .bind(idempotency.map(|i| i.request_hash.as_str()))
         .bind(job.request_id.as_deref())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        .bind(QUEUED_CHANNEL)
+        .fetch_one(&self.pool)
+        .await?;
         match idempotency {
             Some(idempotency) if inserted == 0 => {
                 let (id, hash): (Uuid, Option<String>) =
@@ -350,10 +356,7 @@ impl JobStore for PgStore {
                     same_request: hash.as_deref() == Some(idempotency.request_hash.as_str()),
                 })
             }
-            _ => {
-                self.enqueued.notify_one();
-                Ok(Enqueued::Created)
-            }
+            _ => Ok(Enqueued::Created),
         }
     }
 
