@@ -2,6 +2,10 @@
 //! HTTP): nsjail + python + harness for a trivial script and for one that imports pandas, on
 //! the cold path, then the same jobs on the warm path (a child forked from a template).
 //!
+//! The warm path is timed twice: one job right after another on one slot (the next child is
+//! still being forked and the last one torn down beside the job), and paced, one job every
+//! few milliseconds (what a lightly loaded service sees: a child ready and the host quiet).
+//!
 //! Run by `make bench` with the same environment a worker gets.
 
 #![allow(clippy::print_stdout)] // a benchmark reports on stdout
@@ -16,6 +20,9 @@ use worker::sandbox::{Executor, NsjailExecutor};
 
 const RUNS: usize = 30;
 const WARM_RUNS: usize = 300;
+/// The pause between paced jobs: long enough for the previous job's teardown and the next
+/// child's fork to be over.
+const PACE: Duration = Duration::from_millis(10);
 /// How long every slot is kept busy for the executor's own throughput.
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(4);
 
@@ -47,9 +54,13 @@ async fn measure(
     name: &str,
     script: &str,
     runs: usize,
+    pace: Option<Duration>,
 ) -> anyhow::Result<()> {
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
+        if let Some(pause) = pace {
+            tokio::time::sleep(pause).await;
+        }
         let started = Instant::now();
         let outcome = executor.execute(&job(script), 0).await;
         times.push(started.elapsed());
@@ -114,12 +125,16 @@ async fn main() -> anyhow::Result<()> {
     ];
     let cold = NsjailExecutor::new(config.sandbox.clone())?;
     for (name, script) in cases {
-        measure(&cold, "cold", name, script, RUNS).await?;
+        measure(&cold, "cold", name, script, RUNS, None).await?;
     }
     let slots = config.concurrency();
     let warm = std::sync::Arc::new(WarmExecutor::start(config.sandbox, slots).await?);
     for (name, script) in cases {
-        measure(warm.as_ref(), "warm", name, script, WARM_RUNS).await?;
+        measure(warm.as_ref(), "warm", name, script, WARM_RUNS, None).await?;
+    }
+    for (name, script) in cases {
+        let path = format!("warm, one every {} ms,", PACE.as_millis());
+        measure(warm.as_ref(), &path, name, script, WARM_RUNS, Some(PACE)).await?;
     }
     for (name, script) in cases {
         throughput(&warm, slots, name, script).await?;

@@ -69,6 +69,17 @@ pub struct Hierarchy {
     controllers: Vec<Controller>,
 }
 
+impl Hierarchy {
+    /// A hierarchy with only the CPU share and the pinning keeps nothing of a job: no limit
+    /// that depends on the job, no counter. Jobs of a slot, which run one after another, share
+    /// one directory in it: a v1 job then costs two directories fewer to make and remove.
+    fn per_slot(&self) -> bool {
+        self.controllers
+            .iter()
+            .all(|c| matches!(c, Controller::Cpu | Controller::Cpuset))
+    }
+}
+
 /// What the host offers for per-job limits, detected once at worker start.
 #[derive(Debug, Clone)]
 pub enum Cgroups {
@@ -230,6 +241,7 @@ impl Cgroups {
                     dirs: vec![JobDir {
                         path: dir.clone(),
                         controllers: controllers.clone(),
+                        shared: false,
                     }],
                 };
                 fs::write(dir.join("memory.max"), spec.memory_bytes.to_string())?;
@@ -255,11 +267,20 @@ impl Cgroups {
                     dirs: Vec::new(),
                 };
                 for hierarchy in hierarchies {
+                    if let Some(slot) = spec.slot.filter(|_| hierarchy.per_slot()) {
+                        job.dirs.push(JobDir {
+                            path: slot_dir(hierarchy, slot, cpus, mems)?,
+                            controllers: hierarchy.controllers.clone(),
+                            shared: true,
+                        });
+                        continue;
+                    }
                     let dir = hierarchy.parent.join(name);
                     fs::create_dir(&dir)?;
                     job.dirs.push(JobDir {
                         path: dir.clone(),
                         controllers: hierarchy.controllers.clone(),
+                        shared: false,
                     });
                     for controller in &hierarchy.controllers {
                         match controller {
@@ -280,18 +301,7 @@ impl Cgroups {
                             }
                             Controller::Cpuset => {
                                 // A v1 cpuset takes no task until it has memory nodes and CPUs.
-                                fs::write(dir.join("cpuset.mems"), mems)?;
-                                let allowed = match spec.slot {
-                                    Some(slot) => pinned_cpu(cpus, slot).map(|cpu| cpu.to_string()),
-                                    None => (!cpus.is_empty()).then(|| {
-                                        cpus.iter()
-                                            .map(u32::to_string)
-                                            .collect::<Vec<_>>()
-                                            .join(",")
-                                    }),
-                                }
-                                .ok_or_else(|| io::Error::other("the runbox cpuset has no CPUs"))?;
-                                fs::write(dir.join("cpuset.cpus"), allowed)?;
+                                fill_cpuset(&dir, spec.slot, cpus, mems)?;
                             }
                             // A fresh cgroup already has the default share and counts CPU.
                             Controller::Cpu | Controller::Cpuacct => {}
@@ -302,6 +312,45 @@ impl Cgroups {
             }
         }
     }
+}
+
+/// Slot `slot`'s directory in a [per-slot](Hierarchy::per_slot) hierarchy, made on first use.
+/// Its name carries the worker's pid, so workers sharing a host never share one, and a
+/// starting worker knows which ones a dead worker left (see [`remove_stale`]).
+fn slot_dir(hierarchy: &Hierarchy, slot: usize, cpus: &[u32], mems: &str) -> io::Result<PathBuf> {
+    // Making the directory and filling in its cpuset is one step for the tasks that race to
+    // use a slot's directory first.
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let dir = hierarchy
+        .parent
+        .join(format!("slot-{}-{slot}", std::process::id()));
+    let _making = MAKING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !dir.exists() {
+        fs::create_dir(&dir)?;
+        if hierarchy.controllers.contains(&Controller::Cpuset) {
+            fill_cpuset(&dir, Some(slot), cpus, mems)?;
+        }
+    }
+    Ok(dir)
+}
+
+/// A v1 cpuset takes no task until it has memory nodes and CPUs: the slot's CPU, or every
+/// CPU for a cgroup of no slot.
+fn fill_cpuset(dir: &Path, slot: Option<usize>, cpus: &[u32], mems: &str) -> io::Result<()> {
+    fs::write(dir.join("cpuset.mems"), mems)?;
+    let allowed = match slot {
+        Some(slot) => pinned_cpu(cpus, slot).map(|cpu| cpu.to_string()),
+        None => (!cpus.is_empty()).then(|| {
+            cpus.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        }),
+    }
+    .ok_or_else(|| io::Error::other("the runbox cpuset has no CPUs"))?;
+    fs::write(dir.join("cpuset.cpus"), allowed)
 }
 
 /// The script's processes plus the sandbox's own tasks in the cgroup.
@@ -332,9 +381,10 @@ fn pin(dir: &Path, cpu: u32) {
 /// another worker on this host is about to use is never taken.
 const STALE_AFTER: Duration = Duration::from_secs(60);
 
-/// Removes the empty job and template cgroups in `parent` older than [`STALE_AFTER`]: what
-/// workers that were stopped or killed left behind (the kernel refuses to remove a cgroup
-/// that still holds a process, so a live sandbox's is safe). Returns how many it removed.
+/// Removes the empty job and template cgroups in `parent` older than [`STALE_AFTER`], and the
+/// empty slot cgroups of workers no longer running: what workers that were stopped or killed
+/// left behind (the kernel refuses to remove a cgroup that still holds a process, so a live
+/// sandbox's is safe). Returns how many it removed.
 fn remove_stale(parent: &Path) -> usize {
     let Ok(entries) = fs::read_dir(parent) else {
         return 0;
@@ -344,7 +394,7 @@ fn remove_stale(parent: &Path) -> usize {
         .filter(|entry| {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            (name.starts_with("job-") || name.starts_with("template-"))
+            (name.starts_with("job-") || name.starts_with("template-") || of_dead_worker(&name))
                 && entry
                     .metadata()
                     .and_then(|m| m.modified())
@@ -354,6 +404,15 @@ fn remove_stale(parent: &Path) -> usize {
         })
         .filter(|entry| fs::remove_dir(entry.path()).is_ok())
         .count()
+}
+
+/// Whether `name` is a slot directory (`slot-<pid>-<n>`, see [`slot_dir`]) of a worker that is
+/// no longer running. Another live worker's are not: its next job would find them gone.
+fn of_dead_worker(name: &str) -> bool {
+    name.strip_prefix("slot-")
+        .and_then(|rest| rest.split_once('-'))
+        .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// Remounts every read-only cgroup mount at or below `root` read-write, keeping its other
@@ -560,6 +619,8 @@ fn parse_cpu_list(list: &str) -> Vec<u32> {
 struct JobDir {
     path: PathBuf,
     controllers: Vec<Controller>,
+    /// The slot's directory, used by its jobs in turn: not removed with the job.
+    shared: bool,
 }
 
 /// One job's cgroup (one directory per v1 hierarchy); removed when dropped.
@@ -634,9 +695,11 @@ impl JobCgroup {
 
     /// Host pids of every process still in the job.
     fn processes(&self) -> Vec<i32> {
-        // Every process is in every hierarchy, so one directory lists them all.
+        // Every process is in every hierarchy, so one of the job's own directories lists them
+        // all (a slot's shared one lists its next jobs' waiting sandboxes too).
         self.dirs
-            .first()
+            .iter()
+            .find(|d| !d.shared)
             .and_then(|d| fs::read_to_string(d.path.join("cgroup.procs")).ok())
             .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
@@ -724,7 +787,7 @@ impl Drop for JobCgroup {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        for dir in &self.dirs {
+        for dir in self.dirs.iter().filter(|d| !d.shared) {
             if let Err(e) = fs::remove_dir(&dir.path) {
                 tracing::warn!(dir = %dir.path.display(), error = %e, "could not remove job cgroup");
             }
@@ -786,7 +849,7 @@ mod tests {
     }
 
     #[test]
-    fn a_starting_worker_removes_only_old_empty_job_and_template_cgroups() {
+    fn a_starting_worker_removes_old_empty_job_and_template_cgroups_and_dead_workers_slots() {
         let parent = tempfile::tempdir().expect("temp dir");
         let made = |name: &str, age: Duration| {
             let dir = parent.path().join(name);
@@ -802,17 +865,21 @@ mod tests {
         made("template-0-light-1", old);
         let fresh = made("job-warm-2", Duration::ZERO);
         let other = made("supervisor", old);
+        made("slot-999999999-0", old); // pids never go that high: a dead worker's
+        let live = made(&format!("slot-{}-0", std::process::id()), old);
         // Stands for a cgroup that still holds a process: the kernel refuses to remove it.
         let busy = made("template-1-light-2", old);
         fs::write(busy.join("cgroup.procs"), "42").expect("write");
 
-        assert_eq!(remove_stale(parent.path()), 2);
+        assert_eq!(remove_stale(parent.path()), 3);
         let mut left: Vec<_> = fs::read_dir(parent.path())
             .expect("read")
             .map(|e| e.expect("entry").path())
             .collect();
         left.sort();
-        assert_eq!(left, [fresh, other, busy]);
+        let mut expected = vec![fresh, other, busy, live];
+        expected.sort();
+        assert_eq!(left, expected);
     }
 
     #[test]
@@ -902,8 +969,13 @@ mod tests {
             "67108864"
         );
         assert_eq!(read(&runbox("pids").join("pids.max")), "65");
-        assert_eq!(read(&runbox("cpuset").join("cpuset.cpus")), "1");
-        assert_eq!(read(&runbox("cpuset").join("cpuset.mems")), "0");
+        // The pinning is the slot's, in a directory its jobs share and do not remove.
+        let slot = root
+            .join("cpuset/runbox")
+            .join(format!("slot-{}-5", std::process::id()));
+        assert_eq!(read(&slot.join("cpuset.cpus")), "1");
+        assert_eq!(read(&slot.join("cpuset.mems")), "0");
+        assert!(!runbox("cpuset").exists());
         let command = job.command(Path::new("/bin/nsjail"), &[]);
         let entered = command
             .as_std()
@@ -1014,10 +1086,12 @@ mod tests {
                 JobDir {
                     path: PathBuf::from("/nonexistent/memory/runbox/job-1"),
                     controllers: vec![Controller::Memory],
+                    shared: false,
                 },
                 JobDir {
                     path: PathBuf::from("/nonexistent/pids/runbox/job-1"),
                     controllers: vec![Controller::Pids],
+                    shared: false,
                 },
             ],
         };
@@ -1048,6 +1122,7 @@ mod tests {
             dirs: vec![JobDir {
                 path: PathBuf::from("/nonexistent/runbox/job-1"),
                 controllers: vec![Controller::Memory],
+                shared: false,
             }],
         };
         let status = job

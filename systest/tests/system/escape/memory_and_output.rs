@@ -106,7 +106,7 @@ async fn cpu_time_and_peak_memory_are_reported_and_the_job_has_one_cpu() {
             import os
 
             def main():
-                busy = sum(i * i for i in range(3_000_000)) % 1000
+                busy = sum(i * i for i in range(6_000_000)) % 1000
                 return {"busy": busy, "cpus": len(os.sched_getaffinity(0))}
         "#))
         .await;
