@@ -116,9 +116,13 @@ pub async fn run(
             }
         };
         let idle = claimed.is_empty();
+        // The slots came back in the order their jobs ended: taking the longest-free first,
+        // a job runs on another CPU than the one just ended, whose teardown (and the fork of
+        // its slot's next sandbox) then runs beside it rather than ahead of it.
+        let mut slots = slots.into_iter();
         for job in claimed {
             crate::metrics::job_claimed(&job);
-            let Some(slot) = slots.pop() else { break };
+            let Some(slot) = slots.next() else { break };
             running
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
