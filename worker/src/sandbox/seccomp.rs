@@ -1,7 +1,8 @@
 //! The seccomp policy of every job, compiled from code to BPF with `seccompiler`, so cold and
 //! warm sandboxes enforce one policy and each rule can be tested. The worker hands the
-//! programs to the Python side as hex text; the harness (cold) or the template's child (warm)
-//! installs them with `prctl(PR_SET_SECCOMP)` right before the script's first line.
+//! programs to the Python side as hex text; the harness (cold, right before the script's
+//! first line) or the template's child (warm, before it reports ready for its job) installs
+//! them with `prctl(PR_SET_SECCOMP)`.
 //!
 //! Denied calls fail with an errno rather than killing the process, so a script sees an
 //! ordinary `OSError`. A call made through another architecture's entry (i386 `int 0x80`)
