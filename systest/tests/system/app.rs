@@ -24,6 +24,10 @@ pub(crate) struct TestApp {
     capture_logs: bool,
     /// Workers started so far, restarts included: each gets a log file of its own.
     started_workers: usize,
+    /// The log name of each running worker, by index.
+    worker_names: Vec<String>,
+    /// The log names of the workers killed so far.
+    killed_workers: Vec<String>,
 }
 
 /// Which store the processes run on.
@@ -198,6 +202,8 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         _postgres_database: postgres_database,
         capture_logs: options.capture_logs,
         started_workers: 0,
+        worker_names: Vec::new(),
+        killed_workers: Vec::new(),
     };
     app.wait_until_ready().await;
     if options.with_worker {
@@ -247,12 +253,13 @@ impl TestApp {
             .envs(extra_env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .kill_on_drop(true);
+        let name = format!("worker-{:03}", self.started_workers);
         if self.capture_logs {
-            let name = format!("worker-{:03}", self.started_workers);
             capture_logs(&mut worker, self.dir.path(), &name);
         }
         self.started_workers += 1;
         self.workers.push(worker.spawn().expect("start worker"));
+        self.worker_names.push(name);
     }
 
     /// How worker `index` exited, or `None` while it still runs.
@@ -271,12 +278,15 @@ impl TestApp {
         self.start_worker(env);
         let replacement = self.workers.pop().expect("just started");
         self.workers[index] = replacement;
+        let name = self.worker_names.pop().expect("just started");
+        self.worker_names[index] = name;
     }
 
     /// Kills worker `index` with SIGKILL, as a crash would.
     pub(crate) async fn kill_worker(&mut self, index: usize) {
         let worker = self.workers.get_mut(index).expect("worker exists");
         worker.kill().await.expect("kill worker");
+        self.killed_workers.push(self.worker_names[index].clone());
     }
 
     /// Sends SIGTERM to the API and waits for it to exit; returns its exit status.
@@ -354,15 +364,26 @@ impl TestApp {
     /// Every JSON log line written so far by the processes of an app started with
     /// `capture_logs`, api first.
     pub(crate) fn log_lines(&self) -> Vec<Value> {
-        self.read_logs(false)
+        self.read_logs()
     }
 
-    /// The log lines of every process, skipping any line a killed process left unfinished.
-    pub(crate) fn log_lines_of_killed_processes(&self) -> Vec<Value> {
-        self.read_logs(true)
+    /// The log lines of every worker ever started, each with whether it was killed, skipping
+    /// any line a killed worker left unfinished.
+    pub(crate) fn worker_logs(&self) -> Vec<(bool, Vec<Value>)> {
+        (0..self.started_workers)
+            .map(|n| {
+                let name = format!("worker-{n:03}");
+                let lines = self
+                    .process_log(&name)
+                    .lines()
+                    .filter_map(|line| serde_json::from_str(line).ok())
+                    .collect();
+                (self.killed_workers.contains(&name), lines)
+            })
+            .collect()
     }
 
-    fn read_logs(&self, skip_torn: bool) -> Vec<Value> {
+    fn read_logs(&self) -> Vec<Value> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
             .expect("temp dir")
             .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -375,9 +396,8 @@ impl TestApp {
                 std::fs::read_to_string(path)
                     .unwrap_or_default()
                     .lines()
-                    .filter_map(|line| match serde_json::from_str(line) {
-                        Ok(value) => Some(value),
-                        Err(_) if skip_torn => None,
+                    .map(|line| match serde_json::from_str(line) {
+                        Ok(value) => value,
                         Err(e) => panic!("log line is not JSON ({e}): {line}"),
                     })
                     .collect::<Vec<Value>>()
