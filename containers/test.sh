@@ -59,9 +59,24 @@ stop_stack() {
 }
 remove_stack
 trap stop_stack EXIT
-"${compose[@]}" up -d --no-build --scale worker=3 >"$artifacts/compose-up.log" 2>&1 \
+# A fresh deployment's first admin key, made as the README says: a one-off `api keys create`
+# against the stack's database (it migrates the schema first), before the API starts, since
+# the API listens beyond loopback and so refuses to start without a key.
+"${compose[@]}" up -d --no-build postgres >"$artifacts/compose-up.log" 2>&1 \
+  || { cat "$artifacts/compose-up.log"; exit 1; }
+key=""
+for _ in $(seq 60); do
+  if out=$("${compose[@]}" run --rm --no-deps api api keys create --name container-test --admin \
+      2>>"$artifacts/keys-create.log"); then
+    key=$(grep -o 'rbx_[A-Za-z0-9_-]*' <<<"$out" | tail -n 1)
+    break
+  fi
+  sleep 2
+done
+[[ -n "$key" ]] || { echo "containers: could not create the first API key"; cat "$artifacts/keys-create.log"; exit 1; }
+"${compose[@]}" up -d --no-build --scale worker=3 >>"$artifacts/compose-up.log" 2>&1 \
   || { cat "$artifacts/compose-up.log"; exit 1; }
 
-RUNBOX_URL="http://127.0.0.1:$RUNBOX_PORT" PROJECT="$project" \
+RUNBOX_URL="http://127.0.0.1:$RUNBOX_PORT" PROJECT="$project" RUNBOX_KEY="$key" \
   COMPOSE="$(printf '%s\n' "${compose[@]}" | python3 -c 'import json, sys; print(json.dumps(sys.stdin.read().split("\n")[:-1]))')" \
   python3 "$containers_dir/test/stack_test.py"

@@ -12,6 +12,8 @@ const ARTIFACTS = resolve(process.env.E2E_ARTIFACTS ?? 'artifacts');
 const DOCS_SCREENSHOT = process.env.E2E_DOCS_SCREENSHOT ?? '';
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const VIEWPORT = { width: 1366, height: 768 };
+// The shape of a real key; this server does not require keys, so it ignores it.
+const API_KEY = `rbx_${'e2e_playground-key'.padEnd(43, '0')}`;
 
 let browser;
 let page;
@@ -38,6 +40,7 @@ function expectedApiAnswer(message) {
 }
 
 const testid = (id) => page.getByTestId(id);
+const isApiPath = (url) => /^\/(validate|execute|jobs)(\/|$)/.test(url.pathname);
 
 async function waitForText(locator, pattern, timeout = 30_000) {
   await locator.filter({ hasText: pattern }).first().waitFor({ timeout });
@@ -195,6 +198,84 @@ test('clicking a job in the list loads its outcome', async () => {
   await page.mouse.move(0, 0);
   await screenshot('job-from-list');
   if (DOCS_SCREENSHOT) await page.screenshot({ path: DOCS_SCREENSHOT });
+});
+
+// The key tests come after the README's screenshot and leave no key behind.
+test('an API key typed in its field is sent as a bearer token and kept across reloads', async () => {
+  const input = testid('api-key-input');
+  assert.equal(await input.inputValue(), '');
+  assert.equal(await input.getAttribute('type'), 'password');
+  await input.fill(API_KEY);
+  await testid('api-key-toggle').click();
+  assert.equal(await input.getAttribute('type'), 'text');
+  assert.equal(await testid('api-key-toggle').textContent(), 'Hide');
+  await testid('api-key-toggle').click();
+  assert.equal(await input.getAttribute('type'), 'password');
+
+  await testid('example-select').selectOption('hello');
+  const [request] = await Promise.all([
+    page.waitForRequest((r) => r.method() === 'POST' && new URL(r.url()).pathname === '/execute'),
+    testid('run-button').click(),
+  ]);
+  assert.equal(await request.headerValue('authorization'), `Bearer ${API_KEY}`);
+  await waitForText(testid('result-status'), /^succeeded$/, 60_000);
+
+  // After a reload the key is back in the field, and the page's first requests carry it.
+  const [check] = await Promise.all([
+    page.waitForRequest((r) => new URL(r.url()).pathname === '/validate'),
+    page.reload(),
+  ]);
+  assert.equal(await check.headerValue('authorization'), `Bearer ${API_KEY}`);
+  await waitForText(testid('validation'), /Valid/);
+  assert.equal(await testid('api-key-input').inputValue(), API_KEY);
+  assert.equal(await page.evaluate(() => localStorage.getItem('runbox.apiKey')), API_KEY);
+  await screenshot('api-key-kept');
+});
+
+test('a 401 answer asks for an API key and the page keeps working', async () => {
+  const input = testid('api-key-input');
+  await input.fill('');
+  // A server that requires keys, as the page sees it.
+  await page.route(isApiPath, (route) => route.fulfill({
+    status: 401,
+    headers: { 'www-authenticate': 'Bearer' },
+    contentType: 'application/json',
+    body: JSON.stringify({ error: 'a valid API key is required', code: 'unauthenticated' }),
+  }));
+  try {
+    await testid('example-select').selectOption('print');
+    await waitForText(testid('validation'), /needs an API key/);
+    await testid('jobs-refresh').click();
+    await waitForText(testid('jobs-notice'), /needs a valid API key/);
+
+    await testid('run-button').click();
+    await waitForText(testid('result-status'), /^rejected$/);
+    assert.match(await testid('result-http').textContent(), /^POST \/execute → 401 Unauthorized$/);
+    assert.equal(await testid('error-kind').textContent(), 'unauthenticated');
+    const text = await testid('error-text').textContent();
+    assert.match(text, /This server needs an API key: paste yours in the API key field above/);
+    assert.match(text, /api keys create --name NAME/);
+    assert.match(text, /a valid API key is required/);
+    assert.equal(await page.evaluate(() => document.activeElement?.id), 'api-key');
+    await screenshot('api-key-needed');
+
+    // A key the server refuses gets its own advice.
+    await input.fill(API_KEY);
+    await testid('run-button').click();
+    await waitForText(testid('error-text'), /did not accept the API key/);
+  } finally {
+    await page.unroute(isApiPath);
+  }
+
+  // Clearing the field forgets the key; the page talks to the server as before.
+  await input.fill('');
+  assert.equal(await page.evaluate(() => localStorage.getItem('runbox.apiKey')), null);
+  await waitForText(testid('validation'), /Valid/);
+  await testid('jobs-refresh').click();
+  await testid('jobs-notice').waitFor({ state: 'hidden', timeout: 10_000 });
+  await testid('run-button').click();
+  await waitForText(testid('result-status'), /^succeeded$/, 60_000);
+  assert.match(await testid('stdout').textContent(), /hello/);
 });
 
 test('the page logged no errors', () => {

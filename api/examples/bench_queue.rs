@@ -20,6 +20,7 @@ use chrono::Utc;
 use serde_json::json;
 use shared::job::{JobId, JobStatus, Limits, NewJob};
 use shared::store::{self, JobStore, Schema, StoreOptions};
+use shared::tenant::Tenant;
 use tokio::process::{Child, Command};
 
 const DRAIN_JOBS: usize = 20_000;
@@ -100,6 +101,7 @@ async fn pre_insert(store: &Arc<dyn JobStore>, n: usize) -> anyhow::Result<()> {
                         created_at: Utc::now(),
                         idempotency: None,
                         request_id: None,
+                        tenant: Tenant::NONE,
                     })
                     .await?;
             }

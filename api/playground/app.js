@@ -36,11 +36,12 @@
   const DEFAULT_MEMORY = 256;
   const LIST_LIMIT = 20;
   const TERMINAL = new Set(['succeeded', 'failed', 'timed_out', 'cancelled']);
+  const KEY_STORAGE = 'runbox.apiKey';
   const STATUS_TEXT = {
-    200: 'OK', 202: 'Accepted', 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed',
-    408: 'Request Timeout', 409: 'Conflict', 413: 'Payload Too Large', 422: 'Unprocessable Content',
-    429: 'Too Many Requests', 500: 'Internal Server Error', 503: 'Service Unavailable',
-    504: 'Gateway Timeout',
+    200: 'OK', 202: 'Accepted', 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found',
+    405: 'Method Not Allowed', 408: 'Request Timeout', 409: 'Conflict', 413: 'Payload Too Large',
+    422: 'Unprocessable Content', 429: 'Too Many Requests', 500: 'Internal Server Error',
+    503: 'Service Unavailable', 504: 'Gateway Timeout',
   };
 
   const $ = (id) => document.getElementById(id);
@@ -60,7 +61,55 @@
     stderrBlock: $('stderr-block'), stderr: $('stderr'), stderrTrunc: $('stderr-trunc'),
     jobs: $('jobs'), jobsEmpty: $('jobs-empty'), jobsNotice: $('jobs-notice'),
     jobsLocal: $('jobs-local'), jobsLive: $('jobs-live'), jobsLiveText: $('jobs-live-text'), jobsRefresh: $('jobs-refresh'),
+    apiKey: $('api-key'), apiKeyToggle: $('api-key-toggle'),
   };
+
+  // ---- API key ----------------------------------------------------------------------------
+
+  // A header value must be visible ASCII: anything else makes fetch throw before sending, which
+  // the page would report as an unreachable API.
+  const KEY_CHARS = /^[\x21-\x7e]*$/;
+
+  // Storage may be unavailable (disabled, or a sandboxed frame): the key then lasts one visit.
+  function loadKey() {
+    try {
+      return localStorage.getItem(KEY_STORAGE) || '';
+    } catch {
+      return '';
+    }
+  }
+
+  function saveKey(key) {
+    try {
+      if (key) localStorage.setItem(KEY_STORAGE, key);
+      else localStorage.removeItem(KEY_STORAGE);
+    } catch {
+      // kept in the field only
+    }
+  }
+
+  /** The key to send, or '' for none. */
+  function apiKey() {
+    const key = el.apiKey.value.trim();
+    return KEY_CHARS.test(key) ? key : '';
+  }
+
+  function markKey() {
+    const bad = !KEY_CHARS.test(el.apiKey.value.trim());
+    el.apiKey.classList.toggle('invalid', bad);
+    el.apiKey.setAttribute('aria-invalid', String(bad));
+  }
+
+  /** What to do about a 401: the page's advice first, then the server's own words. */
+  function keyMessage(body) {
+    const parts = [el.apiKey.value.trim()
+      ? 'The server did not accept the API key in the field above: check that it is the whole key ' +
+        '(rbx_ and 43 more characters), or ask for a new one.'
+      : 'This server needs an API key: paste yours in the API key field above.'];
+    parts.push('An administrator creates one with: api keys create --name NAME');
+    if (body && typeof body.error === 'string' && body.error) parts.push(`The server said: ${body.error}`);
+    return parts.join('\n');
+  }
 
   // ---- HTTP -------------------------------------------------------------------------------
 
@@ -92,6 +141,9 @@
   async function api(method, path, body, signal, extraHeaders = {}) {
     const started = performance.now();
     const init = { method, headers: { accept: 'application/json', ...extraHeaders }, signal };
+    // A server that does not require keys ignores one, so it is sent whenever there is one.
+    const key = apiKey();
+    if (key) init.headers.authorization = `Bearer ${key}`;
     if (body !== undefined) {
       init.headers['content-type'] = 'application/json';
       init.body = JSON.stringify(body);
@@ -198,7 +250,17 @@
       el.errorBlock.hidden = false;
       const code = body && body.code ? body.code : (http ? `HTTP ${http}` : 'network');
       el.errorKind.textContent = code;
-      el.errorText.textContent = errorMessage(body, http);
+      if (http === 401) {
+        el.errorText.textContent = keyMessage(body);
+        // A refused key stays marked until it is edited.
+        if (el.apiKey.value.trim()) {
+          el.apiKey.classList.add('invalid');
+          el.apiKey.setAttribute('aria-invalid', 'true');
+        }
+        el.apiKey.focus();
+      } else {
+        el.errorText.textContent = errorMessage(body, http);
+      }
       return;
     }
 
@@ -330,12 +392,16 @@
     el.jobs.replaceChildren(...jobs.map(jobRow));
     el.jobsEmpty.hidden = jobs.length > 0;
     el.jobsLocal.hidden = list.state !== 'unavailable';
-    el.jobsNotice.hidden = list.state !== 'error';
-    el.jobsNotice.textContent = 'Could not load the job list; retrying.';
+    el.jobsNotice.hidden = list.state !== 'error' && list.state !== 'locked';
+    el.jobsNotice.textContent = list.state === 'locked'
+      ? 'The job list needs a valid API key: paste one in the API key field at the top.'
+      : 'Could not load the job list; retrying.';
     const busy = jobs.some((job) => !TERMINAL.has(job.status));
-    const live = { ok: busy ? 'fast' : 'slow', error: 'down' }[list.state] || '';
+    const live = { ok: busy ? 'fast' : 'slow', error: 'down', locked: 'down' }[list.state] || '';
     el.jobsLive.className = `live ${live}`;
-    el.jobsLiveText.textContent = { ok: busy ? 'live · 1 s' : 'live · 5 s', unavailable: 'this page', unknown: 'loading' }[list.state] || 'offline';
+    el.jobsLiveText.textContent = {
+      ok: busy ? 'live · 1 s' : 'live · 5 s', unavailable: 'this page', unknown: 'loading', locked: 'no access',
+    }[list.state] || 'offline';
     return busy;
   }
 
@@ -351,13 +417,17 @@
     } else if (answer.status === 404 || answer.status === 405) {
       list.state = 'unavailable';
       list.jobs = [];
+    } else if (answer.status === 401) {
+      list.state = 'locked';
+      list.jobs = [];
     } else {
       list.state = 'error';
     }
     const busy = renderJobs();
     // Poll fast while something is moving; a server without the list is asked again rarely
-    // (the page follows its own jobs by long-polling them).
-    const delay = list.state === 'unavailable' ? 30000 : busy ? 1000 : 5000;
+    // (the page follows its own jobs by long-polling them), and so is one refusing the key
+    // (a new key is tried as soon as it is typed).
+    const delay = list.state === 'unavailable' || list.state === 'locked' ? 30000 : busy ? 1000 : 5000;
     if (!document.hidden) list.timer = setTimeout(refreshJobs, delay);
   }
 
@@ -722,6 +792,12 @@
       setMark(0, 0, '');
       markFields(null);
       setValidation('ok', `Valid: ${body.main === 'async def' ? 'async def main()' : 'def main()'} found`);
+    } else if (answer.status === 401) {
+      setMark(0, 0, '');
+      markFields(null);
+      setValidation('', el.apiKey.value.trim()
+        ? 'Could not check the script: the server did not accept the API key'
+        : 'Could not check the script: this server needs an API key');
     } else if (body && body.error) {
       const line = Number.isInteger(body.line) ? body.line : 0;
       const column = Number.isInteger(body.column) ? body.column : 0;
@@ -763,7 +839,32 @@
   el.submit.addEventListener('click', submit);
   el.cancel.addEventListener('click', cancel);
   el.jobsRefresh.addEventListener('click', refreshJobs);
-  for (const input of [el.timeout, el.memory]) {
+
+  let keyTimer = null;
+  el.apiKey.addEventListener('input', () => {
+    markKey();
+    saveKey(el.apiKey.value.trim());
+    // The check and the job list may have been refused: ask again with the new key once typing pauses.
+    clearTimeout(keyTimer);
+    keyTimer = setTimeout(() => {
+      validate();
+      refreshJobs();
+    }, 400);
+  });
+  // Another tab of this page changed the key: use the same one here.
+  window.addEventListener('storage', (event) => {
+    if (event.key !== KEY_STORAGE && event.key !== null) return;
+    el.apiKey.value = loadKey();
+    markKey();
+  });
+  el.apiKeyToggle.addEventListener('click', () => {
+    const show = el.apiKey.type === 'password';
+    el.apiKey.type = show ? 'text' : 'password';
+    el.apiKeyToggle.textContent = show ? 'Hide' : 'Show';
+    el.apiKeyToggle.setAttribute('aria-label', show ? 'Hide the API key' : 'Show the API key');
+  });
+
+  for (const input of [el.timeout, el.memory, el.apiKey]) {
     input.addEventListener('keydown', (event) => {
       if ((event.ctrlKey || event.metaKey) && event.key === 'Enter') {
         event.preventDefault();
@@ -780,6 +881,8 @@
       positionMark();
     });
   }
+  el.apiKey.value = loadKey();
+  markKey();
   loadExample(el.example.value);
   el.placeholder.hidden = false;
   refreshJobs();

@@ -152,6 +152,7 @@ mod tests {
     use serde_json::value::RawValue;
     use shared::job::{Limits, NewJob, Outcome, Output, Usage};
     use shared::store::{Schema, SqliteStore, StoreOptions};
+    use shared::tenant::Tenant;
 
     use super::*;
 
@@ -170,6 +171,7 @@ mod tests {
             created_at: Utc::now(),
             idempotency: None,
             request_id: None,
+            tenant: Tenant::NONE,
         };
         store.enqueue(&job).await.expect("enqueue");
         let mut claimed = store.claim("worker", 1, LEASE).await.expect("claim");

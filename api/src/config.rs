@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use shared::config::{LogConfig, StoreConfig};
 
+use crate::auth::AuthMode;
+use crate::keys_command::Command;
+
 /// Everything the `api` binary is configured with; `api --help` lists it.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -11,6 +14,10 @@ use shared::config::{LogConfig, StoreConfig};
     about = "HTTP API that validates Python scripts and queues them as jobs."
 )]
 pub struct ApiConfig {
+    /// Without a command, the API serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     #[command(flatten)]
     pub store: StoreConfig,
 
@@ -23,6 +30,11 @@ pub struct ApiConfig {
     /// Address to listen on.
     #[arg(long, env = "HOST", default_value = "127.0.0.1")]
     pub host: String,
+
+    /// Whether job routes need `Authorization: Bearer <key>`: `required` or `off`. Default:
+    /// `off` when HOST is a loopback address, `required` otherwise.
+    #[arg(long, env = "AUTH", value_enum)]
+    pub auth: Option<AuthMode>,
 
     /// Port to listen on.
     #[arg(long, env = "PORT", default_value_t = 8080)]
@@ -74,6 +86,13 @@ pub struct ApiConfig {
 }
 
 impl ApiConfig {
+    /// `AUTH`, or what HOST implies.
+    #[must_use]
+    pub fn auth_mode(&self) -> AuthMode {
+        self.auth
+            .unwrap_or_else(|| AuthMode::default_for(&self.host))
+    }
+
     #[must_use]
     pub fn queue_grace(&self) -> Duration {
         Duration::try_from_secs_f64(self.queue_grace_secs).unwrap_or(Duration::from_secs(30))

@@ -12,6 +12,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
+use crate::auth::Unauthenticated;
 use crate::view::job_status_schema;
 
 /// A request that cannot be served. Bodies are always `{"error", "code", ...}`.
@@ -50,6 +51,8 @@ pub enum ApiError {
     InvalidIdempotencyKey,
     #[error("job {id} already finished with status {status}")]
     AlreadyFinished { id: String, status: &'static str },
+    #[error("{}", unauthenticated_message(*.0))]
+    Unauthenticated(Unauthenticated),
     #[error("the job store is unavailable")]
     StoreUnavailable(#[source] StoreError),
     #[error("internal error")]
@@ -74,6 +77,7 @@ impl ApiError {
             Self::IdempotencyConflict { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::AlreadyFinished { .. } => StatusCode::CONFLICT,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::JobNotFound(_) | Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Busy | Self::StoreUnavailable(_) | Self::Overloaded => {
@@ -100,6 +104,7 @@ impl ApiError {
             Self::IdempotencyConflict { .. } => "idempotency_key_reused",
             Self::InvalidIdempotencyKey => "invalid_idempotency_key",
             Self::AlreadyFinished { .. } => "already_finished",
+            Self::Unauthenticated(_) => "unauthenticated",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::Internal(_) => "internal_error",
         }
@@ -164,6 +169,7 @@ impl ApiError {
             },
             Self::IdempotencyConflict { job_id: text() },
             Self::QueueFull { depth: 0, limit: 0 },
+            Self::Unauthenticated(Unauthenticated::Missing),
             Self::Internal(text()),
             Self::Busy,
             Self::Overloaded,
@@ -181,6 +187,18 @@ impl ApiError {
             .collect();
         codes.dedup();
         codes
+    }
+}
+
+fn unauthenticated_message(reason: Unauthenticated) -> &'static str {
+    match reason {
+        Unauthenticated::Missing => {
+            "this server requires an API key: send `Authorization: Bearer <key>`"
+        }
+        Unauthenticated::Malformed => {
+            "the Authorization header must be `Bearer <key>`, the key in visible ASCII"
+        }
+        Unauthenticated::Invalid => "the API key is not valid: unknown or revoked",
     }
 }
 
@@ -274,6 +292,18 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Self::Unauthenticated(reason) = self {
+            // RFC 6750: the challenge says whether a key was refused or none was sent.
+            let challenge = if reason == Unauthenticated::Missing {
+                "Bearer realm=\"runbox\""
+            } else {
+                "Bearer realm=\"runbox\", error=\"invalid_token\""
+            };
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }

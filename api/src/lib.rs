@@ -1,9 +1,11 @@
 //! The HTTP API: validates scripts, queues them as jobs, waits for and reports outcomes.
 
+pub mod auth;
 pub mod checker;
 pub mod completions;
 pub mod config;
 pub mod error;
+pub mod keys_command;
 pub mod metrics;
 pub mod openapi;
 pub mod request;
@@ -32,6 +34,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_http::LatencyUnit;
 use tracing::Level;
 
+use crate::auth::Authenticator;
 use crate::checker::ScriptChecker;
 use crate::completions::Completions;
 use crate::config::ApiConfig;
@@ -114,9 +117,14 @@ pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> App {
         cancel_on_disconnect: config.execute_cancel_on_disconnect,
         metrics: metrics::exporter(Arc::clone(&store)),
         // Plain data with string keys: serializing it cannot fail.
-        openapi: serde_json::to_vec(&routes::document(&config.limits))
+        openapi: serde_json::to_vec(&routes::document(&config.limits, config.auth_mode()))
             .expect("the API description serializes")
             .into(),
+        auth: Arc::new(Authenticator::new(
+            config.auth_mode(),
+            routes::keyed_paths(),
+            Arc::clone(&store),
+        )),
         store,
     };
     let request_timeout = config.request_timeout_secs;

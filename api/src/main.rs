@@ -8,7 +8,9 @@ use shared::config::StoreUser;
 use shared::store::{self, Schema};
 use tokio::net::TcpListener;
 
+use api::auth::AuthMode;
 use api::config::ApiConfig;
+use api::keys_command::{self, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,11 +24,28 @@ async fn main() -> anyhow::Result<()> {
     )
     .await
     .context("opening the job store")?;
+    if let Some(Command::Keys(command)) = &config.command {
+        return keys_command::run(
+            command,
+            store.as_ref(),
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        )
+        .await;
+    }
+    let auth = config.auth_mode();
+    if auth == AuthMode::Required && !store.has_active_key().await.context("reading API keys")? {
+        anyhow::bail!(
+            "AUTH=required (the default when HOST is not a loopback address), but the database \
+             holds no API key: create one with `api keys create --name admin --admin` against \
+             the same DATABASE_URL and start the API again (or set AUTH=off to run without keys)"
+        );
+    }
     let address = format!("{}:{}", config.host, config.port);
     let listener = TcpListener::bind(&address)
         .await
         .with_context(|| format!("binding {address}"))?;
-    tracing::info!(%address, store = ?config.store, "api listening");
+    tracing::info!(%address, store = ?config.store, auth = auth.as_str(), "api listening");
 
     // The signal starts a graceful shutdown (no new connections, in-flight requests finish);
     // after the grace period whatever is still in flight is dropped. Jobs are not affected:

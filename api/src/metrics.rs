@@ -21,6 +21,7 @@ use tokio::sync::Mutex;
 const HTTP_REQUESTS: &str = "runbox_http_requests_total";
 const HTTP_DURATION: &str = "runbox_http_request_duration_seconds";
 const JOBS_SUBMITTED: &str = "runbox_jobs_submitted_total";
+const REQUESTS_REJECTED: &str = "runbox_requests_rejected_total";
 const VALIDATION_DURATION: &str = "runbox_validation_duration_seconds";
 const VALIDATION_REJECTED: &str = "runbox_validation_rejected_total";
 const JOBS: &str = "runbox_jobs";
@@ -67,6 +68,11 @@ pub fn install() -> PrometheusHandle {
         JOBS_SUBMITTED,
         "Jobs created by this API process, by endpoint (execute or jobs); a request that \
          names an existing job by its Idempotency-Key is not counted."
+    );
+    describe_counter!(
+        REQUESTS_REJECTED,
+        "Requests refused before their handler ran, by reason: missing_key, malformed_key, \
+         invalid_key (401), or the quota a tenant was past (429)."
     );
     describe_histogram!(
         VALIDATION_DURATION,
@@ -208,6 +214,11 @@ fn status_label(status: StatusCode) -> String {
 /// Counts a job this process created, by the endpoint that created it.
 pub fn job_submitted(endpoint: &'static str) {
     counter!(JOBS_SUBMITTED, "endpoint" => endpoint).increment(1);
+}
+
+/// Counts a request refused for `reason` (a closed set: the 401 reasons and the quotas).
+pub fn request_rejected(reason: &'static str) {
+    counter!(REQUESTS_REJECTED, "reason" => reason).increment(1);
 }
 
 /// Records one validation: how long it took and, when it rejected the script, why.

@@ -2,10 +2,13 @@
 //! the routes (`routes::document` joins the two), and what every operation shares (request
 //! id, overload answers) and the server's request limits filled in by [`complete`].
 
+use std::collections::HashSet;
+
 use serde::Serialize;
 use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::schema::{Schema, SchemaType, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::{Number, PartialSchema, ToSchema};
 
@@ -49,25 +52,24 @@ pub enum ExecuteFailure<'a> {
 
 const REQUEST_ID: &str = "x-request-id";
 
+/// Name of the bearer-key security scheme.
+const BEARER: &str = "bearer";
+
 /// The routes' description made whole, as this server runs it: the shared parts of every
-/// operation and the server's limits added.
+/// operation and the server's limits added, and, when keys are required, the key scheme on
+/// the `keyed` paths.
 #[must_use]
-pub fn complete(mut document: OpenApi, limits: &RequestLimits) -> OpenApi {
+pub fn complete(
+    mut document: OpenApi,
+    limits: &RequestLimits,
+    keyed: Option<&HashSet<String>>,
+) -> OpenApi {
     describe_limits(&mut document, limits);
+    if let Some(keyed) = keyed {
+        require_keys(&mut document, keyed);
+    }
     for item in document.paths.paths.values_mut() {
-        for operation in [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.options,
-            &mut item.head,
-            &mut item.patch,
-            &mut item.trace,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for operation in operations_of(item) {
             add_shared_parts(operation);
         }
     }
@@ -131,6 +133,70 @@ fn add_shared_parts(operation: &mut Operation) {
             );
         }
     }
+}
+
+/// Declares the bearer scheme, and on every operation of the `keyed` paths requires it and
+/// describes its 401.
+fn require_keys(document: &mut OpenApi, keyed: &HashSet<String>) {
+    document
+        .components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key (`rbx_…`), created with `api keys create --name NAME`.",
+                    ))
+                    .build(),
+            ),
+        );
+    for (path, item) in &mut document.paths.paths {
+        if !keyed.contains(path) {
+            continue;
+        }
+        for operation in operations_of(item) {
+            operation.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
+            operation.responses.responses.insert(
+                "401".to_owned(),
+                ResponseBuilder::new()
+                    .description(
+                        "No API key, a malformed one, or an unknown or revoked one \
+                         (`unauthenticated`).",
+                    )
+                    .header(
+                        "WWW-Authenticate",
+                        HeaderBuilder::new()
+                            .schema(String::schema())
+                            .description(Some("`Bearer realm=\"runbox\"`, with `error=\"invalid_token\"` when a key was refused."))
+                            .build(),
+                    )
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name(ErrorBody::name())))
+                            .build(),
+                    )
+                    .into(),
+            );
+        }
+    }
+}
+
+fn operations_of(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// An optional parameter is absent or has a value; it is never `null`, as `Option` makes it.

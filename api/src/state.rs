@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use shared::store::JobStore;
 
+use crate::auth::Authenticator;
 use crate::checker::ScriptChecker;
 use crate::completions::Completions;
 use crate::config::RequestLimits;
@@ -15,6 +16,7 @@ use crate::metrics::Exporter;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn JobStore>,
+    pub auth: Arc<Authenticator>,
     pub limits: RequestLimits,
     pub checker: Arc<ScriptChecker>,
     pub completions: Arc<Completions>,

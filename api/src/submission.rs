@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use shared::job::{Cancelled, Enqueued, Idempotency, JobId, NewJob};
 use shared::store::JobStore;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::request::ScriptRequest;
 use crate::state::AppState;
@@ -51,6 +52,7 @@ fn request_hash(request: &ScriptRequest) -> String {
 
 pub(crate) async fn submit(
     state: &AppState,
+    caller: &Caller,
     headers: &HeaderMap,
     request: ScriptRequest,
 ) -> Result<Submitted, ApiError> {
@@ -77,6 +79,7 @@ pub(crate) async fn submit(
             .get(REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        tenant: caller.tenant(),
     };
     match state.store.enqueue(&job).await? {
         Enqueued::Created => {

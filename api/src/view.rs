@@ -321,6 +321,7 @@ mod tests {
     use std::time::Duration;
 
     use shared::job::{Failure, JobId, Limits, Usage};
+    use shared::tenant::Tenant;
 
     use super::*;
 
@@ -347,6 +348,7 @@ mod tests {
             stderr: None,
             usage: Usage::default(),
             request_id: None,
+            tenant: Tenant::NONE,
         }
     }
 

@@ -13,6 +13,7 @@ use chrono::Utc;
 use serde_json::value::RawValue;
 use shared::job::{JobId, Limits, NewJob, Outcome, Output, Usage};
 use shared::store::{JobStore, Schema, SqliteStore, StoreOptions};
+use shared::tenant::Tenant;
 
 const LEASE: Duration = Duration::from_secs(15);
 
@@ -27,6 +28,7 @@ fn job() -> NewJob {
         created_at: Utc::now(),
         idempotency: None,
         request_id: None,
+        tenant: Tenant::NONE,
     }
 }
 

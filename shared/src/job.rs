@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use crate::tenant::Tenant;
+
 /// Identifier of a job, a random UUID chosen at enqueue time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -194,6 +196,8 @@ pub struct NewJob {
     pub idempotency: Option<Idempotency>,
     /// The `x-request-id` of the request that created the job, for tying logs together.
     pub request_id: Option<String>,
+    /// Whose job it is; idempotency keys are per tenant.
+    pub tenant: Tenant,
 }
 
 /// A client's idempotency key and what it was first used for.
@@ -330,6 +334,7 @@ pub struct Job {
     pub stderr: Option<Output>,
     pub usage: Usage,
     pub request_id: Option<String>,
+    pub tenant: Tenant,
 }
 
 /// A job as `GET /jobs` lists it: its state and timings, without script or output.
@@ -394,6 +399,8 @@ impl FromStr for ListCursor {
 /// Which jobs `GET /jobs` asks for: newest first, optionally of one status, after a cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListQuery {
+    /// Only this tenant's jobs; `None` lists every tenant's.
+    pub tenant: Option<Tenant>,
     pub status: Option<JobStatus>,
     pub after: Option<ListCursor>,
     pub limit: u32,

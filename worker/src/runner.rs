@@ -423,6 +423,7 @@ mod tests {
     use async_trait::async_trait;
     use shared::job::{ErrorKind, Job, JobStatus, Limits, NewJob, Outcome};
     use shared::store::{self, Schema, StoreOptions};
+    use shared::tenant::Tenant;
 
     use super::*;
     use crate::noop::NoopExecutor;
@@ -470,6 +471,7 @@ mod tests {
                     created_at: chrono::Utc::now(),
                     idempotency: None,
                     request_id: None,
+                    tenant: Tenant::NONE,
                 };
                 store.enqueue(&job).await.expect("enqueue");
                 jobs.push(job.id);

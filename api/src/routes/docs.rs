@@ -11,13 +11,16 @@ use utoipa_swagger_ui::Config;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
-/// The page's settings: our document, and no calls to the public spec validator.
+/// The page's settings: our document, no calls to the public spec validator, and the API key
+/// kept across reloads.
 static SWAGGER_CONFIG: LazyLock<Arc<Config<'static>>> = LazyLock::new(|| {
     Arc::new(
         Config::new(["/openapi.json"])
             .validator_url("none")
             .try_it_out_enabled(true)
-            .display_request_duration(true),
+            .display_request_duration(true)
+            // A key entered with "Authorize" survives reloads (kept in the browser).
+            .persist_authorization(true),
     )
 });
 

@@ -6,10 +6,11 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
-use shared::job::{Cancelled, JobId, JobStatus, ListCursor, ListQuery};
+use shared::job::{Cancelled, Job, JobId, JobStatus, ListCursor, ListQuery};
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::ExecuteFailure;
 use crate::request::{ScriptRequest, ScriptRequestBody};
@@ -72,11 +73,12 @@ fn accepted(id: JobId, status: &'static str) -> Response {
 )]
 pub(super) async fn execute(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     request: ScriptRequest,
 ) -> Result<Response, ApiError> {
     let wait = request.limits.timeout + state.queue_grace;
-    let submitted = submission::submit(&state, &headers, request).await?;
+    let submitted = submission::submit(&state, &caller, &headers, request).await?;
     if submitted.created {
         crate::metrics::job_submitted("execute");
     }
@@ -134,10 +136,11 @@ pub(super) async fn execute(
 )]
 pub(super) async fn submit(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     request: ScriptRequest,
 ) -> Result<Response, ApiError> {
-    let Submitted { id, created } = submission::submit(&state, &headers, request).await?;
+    let Submitted { id, created } = submission::submit(&state, &caller, &headers, request).await?;
     if created {
         crate::metrics::job_submitted("jobs");
     }
@@ -171,9 +174,10 @@ pub(super) async fn submit(
 )]
 pub(super) async fn cancel_job(
     state: State<AppState>,
+    caller: Extension<Caller>,
     id: Path<String>,
 ) -> Result<Response, ApiError> {
-    cancel(state, id).await
+    cancel(state, caller, id).await
 }
 
 /// Cancel a job.
@@ -193,16 +197,32 @@ pub(super) async fn cancel_job(
 )]
 pub(super) async fn delete_job(
     state: State<AppState>,
+    caller: Extension<Caller>,
     id: Path<String>,
 ) -> Result<Response, ApiError> {
-    cancel(state, id).await
+    cancel(state, caller, id).await
+}
+
+/// The job with this id, if the caller may see it: another tenant's job is not found, as if
+/// it did not exist.
+async fn visible_job(state: &AppState, caller: &Caller, id: &str) -> Result<Job, ApiError> {
+    let job_id: JobId = id
+        .parse()
+        .map_err(|_| ApiError::InvalidJobId(id.to_owned()))?;
+    state
+        .store
+        .get(job_id)
+        .await?
+        .filter(|job| caller.sees(job.tenant))
+        .ok_or_else(|| ApiError::JobNotFound(id.to_owned()))
 }
 
 async fn cancel(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job_id: JobId = id.parse().map_err(|_| ApiError::InvalidJobId(id.clone()))?;
+    let job_id = visible_job(&state, &caller, &id).await?.id;
     match state.store.cancel(job_id).await? {
         Cancelled::Done => {
             tracing::info!(job_id = %job_id, "job cancelled");
@@ -243,16 +263,13 @@ async fn cancel(
 )]
 pub(super) async fn job(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let job_id: JobId = id.parse().map_err(|_| ApiError::InvalidJobId(id.clone()))?;
     let wait = long_poll_wait(query.as_deref())?;
-    let mut job = state
-        .store
-        .get(job_id)
-        .await?
-        .ok_or_else(|| ApiError::JobNotFound(id.clone()))?;
+    let mut job = visible_job(&state, &caller, &id).await?;
+    let job_id = job.id;
     if !job.status.is_terminal() && !wait.is_zero() && state.completions.wait(job_id, wait).await {
         job = state
             .store
@@ -313,6 +330,7 @@ fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
         })
         .transpose()?;
     Ok(ListQuery {
+        tenant: None,
         status,
         after,
         limit,
@@ -345,13 +363,17 @@ fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
 )]
 pub(super) async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::InvalidField {
         field: "query",
         message: format!("query string: {}", e.body_text()),
     })?;
-    let query = list_query(params)?;
+    let query = ListQuery {
+        tenant: caller.visible_tenant(),
+        ..list_query(params)?
+    };
     // One row more than the page tells whether another page follows.
     let mut jobs = state
         .store

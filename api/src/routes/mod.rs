@@ -8,12 +8,16 @@ mod playground;
 mod scripts;
 mod service;
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use axum::http::Uri;
 use axum::Router;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::{self, AuthMode};
 use crate::config::RequestLimits;
 use crate::error::ApiError;
 use crate::metrics;
@@ -22,6 +26,7 @@ use crate::state::AppState;
 
 /// Every route, each declared once with its description: the router serves exactly what the
 /// document lists. A new route is one more `routes!` line naming a `#[utoipa::path]` handler.
+/// Routes tagged `jobs` or `scripts` need an API key when keys are required ([`keyed_paths`]).
 pub fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(jobs::execute))
@@ -40,16 +45,45 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(playground::stylesheet))
 }
 
+/// Tags of the operations that touch jobs or scripts: those need a key. Health, metrics, the
+/// description and the pages stay open to anyone who reaches the port.
+const KEYED_TAGS: [&str; 2] = ["jobs", "scripts"];
+
+/// The path templates (`/jobs/{id}`) whose operations need a key when keys are required.
+#[must_use]
+pub fn keyed_paths() -> HashSet<String> {
+    api_routes()
+        .into_openapi()
+        .paths
+        .paths
+        .into_iter()
+        .filter(|(_, item)| {
+            [&item.get, &item.put, &item.post, &item.delete, &item.patch]
+                .into_iter()
+                .flatten()
+                .flat_map(|operation| operation.tags.iter().flatten())
+                .any(|tag| KEYED_TAGS.contains(&tag.as_str()))
+        })
+        .map(|(path, _)| path)
+        .collect()
+}
+
 /// The OpenAPI document of these routes as this server runs them.
 #[must_use]
-pub fn document(limits: &RequestLimits) -> utoipa::openapi::OpenApi {
-    openapi::complete(api_routes().into_openapi(), limits)
+pub fn document(limits: &RequestLimits, auth: AuthMode) -> utoipa::openapi::OpenApi {
+    let keyed = (auth == AuthMode::Required).then(keyed_paths);
+    openapi::complete(api_routes().into_openapi(), limits, keyed.as_ref())
 }
 
 /// All routes of the API, with JSON answers for unknown routes and methods.
 pub fn router(state: AppState) -> Router {
     let (router, _) = api_routes().split_for_parts();
     router
+        // Only matched routes: an unknown path is a 404 with or without a key.
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.auth),
+            auth::authenticate,
+        ))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -95,7 +129,7 @@ mod tests {
 
     #[test]
     fn request_body_shows_the_servers_limits() {
-        let document = serde_json::to_value(document(&LIMITS)).expect("serializes");
+        let document = serde_json::to_value(document(&LIMITS, AuthMode::Off)).expect("serializes");
         let body = &document["components"]["schemas"]["ScriptRequest"]["properties"];
         assert_eq!(body["timeout"]["default"], 5.0);
         assert_eq!(body["timeout"]["exclusiveMinimum"], 0.0);
@@ -109,7 +143,7 @@ mod tests {
 
     #[test]
     fn the_status_filter_of_the_job_list_is_the_closed_set_of_statuses() {
-        let document = serde_json::to_value(document(&LIMITS)).expect("serializes");
+        let document = serde_json::to_value(document(&LIMITS, AuthMode::Off)).expect("serializes");
         let parameters = document["paths"]["/jobs"]["get"]["parameters"]
             .as_array()
             .expect("parameters");
@@ -134,7 +168,7 @@ mod tests {
 
     #[test]
     fn every_operation_takes_and_answers_a_request_id() {
-        let document = serde_json::to_value(document(&LIMITS)).expect("serializes");
+        let document = serde_json::to_value(document(&LIMITS, AuthMode::Off)).expect("serializes");
         let operations = operations(&document);
         assert!(operations.len() >= 11);
         for (name, operation) in operations {

@@ -7,6 +7,7 @@
 //! kind, `# outcome: never` leaves it running, anything else succeeds with `# result: <json>`
 //! (default `null`). What the sandbox itself does is tested by the system tests.
 
+mod auth;
 mod errors;
 mod jobs;
 mod service;
@@ -29,6 +30,7 @@ const LEASE: Duration = Duration::from_secs(30);
 /// The API on a fresh database, with or without a stand-in worker.
 pub(crate) struct Contract {
     router: Router,
+    pub store: Arc<dyn JobStore>,
     _background: api::BackgroundTasks,
     worker: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -105,6 +107,7 @@ async fn start(args: &[&str], with_worker: bool) -> Contract {
     let worker = with_worker.then(|| tokio::spawn(stand_in_worker(Arc::clone(&store))));
     Contract {
         router: app.router,
+        store,
         _background: background,
         worker,
         _dir: dir,

@@ -25,6 +25,7 @@ use crate::job::{
     Cancelled, ClaimedJob, Enqueued, Job, JobId, JobStatus, JobSummary, Lease, ListQuery, NewJob,
     Outcome,
 };
+use crate::tenant::{ApiKey, HashedKey, KeyId, Revoked};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -170,9 +171,29 @@ impl Default for StoreEvents {
     }
 }
 
+/// The API keys, beside the jobs in the same database.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Stores a new key.
+    async fn create_key(&self, key: &HashedKey) -> Result<(), StoreError>;
+
+    /// Every key, revoked ones included, oldest first.
+    async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// Revokes a key; it stops authenticating at once (API processes cache a lookup for
+    /// under a second).
+    async fn revoke_key(&self, id: KeyId) -> Result<Revoked, StoreError>;
+
+    /// The unrevoked key whose secret hashes to `hash` (hex SHA-256), if any.
+    async fn active_key_by_hash(&self, hash: &str) -> Result<Option<HashedKey>, StoreError>;
+
+    /// Whether any unrevoked key exists.
+    async fn has_active_key(&self) -> Result<bool, StoreError>;
+}
+
 /// The queue contract every backend implements and one conformance suite checks.
 #[async_trait]
-pub trait JobStore: Send + Sync + 'static {
+pub trait JobStore: KeyStore + Send + Sync + 'static {
     /// Stores a new job in `queued` state, unless its idempotency key already names a job
     /// created within the key's window.
     async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, StoreError>;

@@ -9,18 +9,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::Row;
+use sqlx::{Postgres, QueryBuilder, Row};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    decode, require_migrations, JobStore, Reaped, Schema, StoreError, StoreEvents, StoreOptions,
-    CANCELLED_MESSAGE, WORKER_LOST_MESSAGE,
+    decode, require_migrations, JobStore, KeyStore, Reaped, Schema, StoreError, StoreEvents,
+    StoreOptions, CANCELLED_MESSAGE, WORKER_LOST_MESSAGE,
 };
 use crate::job::{
     Cancelled, ClaimedJob, Enqueued, ErrorKind, Job, JobId, JobStatus, JobSummary, Lease, Limits,
     ListQuery, NewJob, Outcome, Usage,
 };
+use crate::tenant::{ApiKey, HashedKey, KeyId, QuotaOverrides, Revoked, Tenant};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -218,13 +219,8 @@ fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
             signal: row.try_get("signal")?,
         },
         request_id: row.try_get("request_id")?,
+        tenant: Tenant::from_stored(&row.try_get::<String, _>("owner")?),
     })
-}
-
-macro_rules! list_order {
-    () => {
-        "ORDER BY created_at DESC, id DESC LIMIT $4"
-    };
 }
 
 fn summary_from_row(row: &PgRow) -> Result<JobSummary, StoreError> {
@@ -313,8 +309,9 @@ impl JobStore for PgStore {
                 chrono::Duration::from_std(idempotency.window).unwrap_or(chrono::Duration::MAX);
             sqlx::query(
                 "UPDATE jobs SET idempotency_key = NULL \
-                 WHERE idempotency_key = $1 AND created_at < $2",
+                 WHERE owner = $1 AND idempotency_key = $2 AND created_at < $3",
             )
+            .bind(job.tenant.as_stored())
             .bind(&idempotency.key)
             .bind(job.created_at - window)
             .execute(&self.pool)
@@ -327,9 +324,10 @@ impl JobStore for PgStore {
         let inserted: i64 = sqlx::query_scalar(
             "WITH inserted AS ( \
                  INSERT INTO jobs (id, status, script, timeout_ms, memory_mb, created_at, \
-                     attempt, idempotency_key, request_hash, request_id) \
-                 VALUES ($1, 'queued', $2, $3, $4, $5, 0, $6, $7, $8) \
-                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+                     attempt, idempotency_key, request_hash, request_id, owner) \
+                 VALUES ($1, 'queued', $2, $3, $4, $5, 0, $6, $7, $8, $10) \
+                 ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL \
+                 DO NOTHING \
                  RETURNING id) \
              SELECT count(*) FROM inserted, LATERAL pg_notify($9, '')",
         )
@@ -342,15 +340,18 @@ impl JobStore for PgStore {
         .bind(idempotency.map(|i| i.request_hash.as_str()))
         .bind(job.request_id.as_deref())
         .bind(QUEUED_CHANNEL)
+        .bind(job.tenant.as_stored())
         .fetch_one(&self.pool)
         .await?;
         match idempotency {
             Some(idempotency) if inserted == 0 => {
-                let (id, hash): (Uuid, Option<String>) =
-                    sqlx::query_as("SELECT id, request_hash FROM jobs WHERE idempotency_key = $1")
-                        .bind(&idempotency.key)
-                        .fetch_one(&self.pool)
-                        .await?;
+                let (id, hash): (Uuid, Option<String>) = sqlx::query_as(
+                    "SELECT id, request_hash FROM jobs WHERE owner = $1 AND idempotency_key = $2",
+                )
+                .bind(job.tenant.as_stored())
+                .bind(&idempotency.key)
+                .fetch_one(&self.pool)
+                .await?;
                 Ok(Enqueued::Existing {
                     id: JobId(id),
                     same_request: hash.as_deref() == Some(idempotency.request_hash.as_str()),
@@ -420,38 +421,26 @@ impl JobStore for PgStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<JobSummary>, StoreError> {
-        // One statement per filter shape, so each gets a plan that walks its index
-        // (jobs_newest_first, or jobs_by_status_newest_first with a status) from the cursor:
-        // no OFFSET, no scan of earlier pages.
-        let sql = match (query.status.is_some(), query.after.is_some()) {
-            (false, false) => concat!(
-                list_sql!(),
-                "WHERE $1::text IS NULL AND $2::timestamptz IS NULL AND $3::uuid IS NULL ",
-                list_order!()
-            ),
-            (true, false) => concat!(
-                list_sql!(),
-                "WHERE status = $1 AND $2::timestamptz IS NULL AND $3::uuid IS NULL ",
-                list_order!()
-            ),
-            (false, true) => concat!(
-                list_sql!(),
-                "WHERE $1::text IS NULL AND (created_at, id) < ($2, $3) ",
-                list_order!()
-            ),
-            (true, true) => concat!(
-                list_sql!(),
-                "WHERE status = $1 AND (created_at, id) < ($2, $3) ",
-                list_order!()
-            ),
-        };
-        let rows = sqlx::query(sql)
-            .bind(query.status.map(JobStatus::as_str))
-            .bind(query.after.map(|c| c.created_at))
-            .bind(query.after.map(|c| c.id.0))
-            .bind(i64::from(query.limit))
-            .fetch_all(&self.pool)
-            .await?;
+        // Only the filters asked for, so each shape gets a plan that walks its index
+        // (jobs_newest_first, jobs_by_status_newest_first, or the per-owner ones) from the
+        // cursor: no OFFSET, no scan of earlier pages.
+        let mut sql = QueryBuilder::<Postgres>::new(concat!(list_sql!(), "WHERE TRUE"));
+        if let Some(tenant) = query.tenant {
+            sql.push(" AND owner = ").push_bind(tenant.as_stored());
+        }
+        if let Some(status) = query.status {
+            sql.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(after) = query.after {
+            sql.push(" AND (created_at, id) < (")
+                .push_bind(after.created_at)
+                .push(", ")
+                .push_bind(after.id.0)
+                .push(")");
+        }
+        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(query.limit));
+        let rows = sql.build().fetch_all(&self.pool).await?;
         rows.iter().map(summary_from_row).collect()
     }
 
@@ -666,6 +655,110 @@ impl JobStore for PgStore {
     fn events(&self) -> Option<StoreEvents> {
         self.events.clone()
     }
+}
+
+fn key_from_row(row: &PgRow) -> Result<ApiKey, StoreError> {
+    let count = |column: &str| -> Result<Option<u32>, StoreError> {
+        let value: Option<i32> = row.try_get(column)?;
+        Ok(value.map(|v| u32::try_from(v).unwrap_or(0)))
+    };
+    let max_timeout_ms: Option<i64> = row.try_get("max_timeout_ms")?;
+    Ok(ApiKey {
+        id: KeyId(row.try_get("id")?),
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        admin: row.try_get("admin")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        quotas: QuotaOverrides {
+            max_running: count("max_running")?,
+            max_queued: count("max_queued")?,
+            submissions_per_minute: count("submissions_per_minute")?,
+            max_timeout: max_timeout_ms.map(decode::timeout),
+            max_memory_mb: count("max_memory_mb")?,
+        },
+    })
+}
+
+#[async_trait]
+impl KeyStore for PgStore {
+    async fn create_key(&self, new: &HashedKey) -> Result<(), StoreError> {
+        let key = &new.key;
+        let quotas = &key.quotas;
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, prefix, hash, admin, created_at, max_running, \
+                 max_queued, submissions_per_minute, max_timeout_ms, max_memory_mb) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(key.id.0)
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&new.hash)
+        .bind(key.admin)
+        .bind(key.created_at)
+        .bind(quotas.max_running.map(to_i32))
+        .bind(quotas.max_queued.map(to_i32))
+        .bind(quotas.submissions_per_minute.map(to_i32))
+        .bind(quotas.max_timeout.map(decode::millis))
+        .bind(quotas.max_memory_mb.map(to_i32))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_key(&self, id: KeyId) -> Result<Revoked, StoreError> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(Utc::now())
+                .bind(id.0)
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 1 {
+            return Ok(Revoked::Done);
+        }
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM api_keys WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(if exists.is_some() {
+            Revoked::Already
+        } else {
+            Revoked::NotFound
+        })
+    }
+
+    async fn active_key_by_hash(&self, hash: &str) -> Result<Option<HashedKey>, StoreError> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = $1 AND revoked_at IS NULL")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(HashedKey {
+                key: key_from_row(&row)?,
+                hash: row.try_get("hash")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn has_active_key(&self) -> Result<bool, StoreError> {
+        let any: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(any.is_some())
+    }
+}
+
+fn to_i32(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 #[cfg(test)]

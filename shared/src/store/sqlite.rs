@@ -18,13 +18,14 @@ use tokio_util::sync::DropGuard;
 
 use super::signal_files::{self, Change, Listen, Signals};
 use super::{
-    decode, require_migrations, JobStore, Reaped, Schema, StoreError, StoreEvents, StoreOptions,
-    CANCELLED_MESSAGE, WORKER_LOST_MESSAGE,
+    decode, require_migrations, JobStore, KeyStore, Reaped, Schema, StoreError, StoreEvents,
+    StoreOptions, CANCELLED_MESSAGE, WORKER_LOST_MESSAGE,
 };
 use crate::job::{
     Cancelled, ClaimedJob, Enqueued, ErrorKind, Job, JobId, JobStatus, JobSummary, Lease, Limits,
     ListQuery, NewJob, Outcome, Usage,
 };
+use crate::tenant::{ApiKey, HashedKey, KeyId, QuotaOverrides, Revoked, Tenant};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -285,13 +286,8 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
             signal: row.try_get("signal")?,
         },
         request_id: row.try_get("request_id")?,
+        tenant: Tenant::from_stored(&row.try_get::<String, _>("owner")?),
     })
-}
-
-macro_rules! list_order {
-    () => {
-        "ORDER BY created_at DESC, id DESC LIMIT ?4"
-    };
 }
 
 fn summary_from_row(row: &SqliteRow) -> Result<JobSummary, StoreError> {
@@ -331,8 +327,9 @@ impl JobStore for SqliteStore {
                 chrono::Duration::from_std(idempotency.window).unwrap_or(chrono::Duration::MAX);
             sqlx::query(
                 "UPDATE jobs SET idempotency_key = NULL \
-                 WHERE idempotency_key = ?1 AND created_at < ?2",
+                 WHERE owner = ?1 AND idempotency_key = ?2 AND created_at < ?3",
             )
+            .bind(job.tenant.as_stored())
             .bind(&idempotency.key)
             .bind(timestamp(job.created_at - window))
             .execute(&self.pool)
@@ -340,9 +337,9 @@ impl JobStore for SqliteStore {
         }
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, status, script, timeout_ms, memory_mb, created_at, attempt, \
-                 idempotency_key, request_hash, request_id) \
-             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8) \
-             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+                 idempotency_key, request_hash, request_id, owner) \
+             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9) \
+             ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         )
         .bind(job.id.to_string())
         .bind(&job.script)
@@ -352,16 +349,19 @@ impl JobStore for SqliteStore {
         .bind(idempotency.map(|i| i.key.as_str()))
         .bind(idempotency.map(|i| i.request_hash.as_str()))
         .bind(job.request_id.as_deref())
+        .bind(job.tenant.as_stored())
         .execute(&self.pool)
         .await?
         .rows_affected();
         match idempotency {
             Some(idempotency) if inserted == 0 => {
-                let row =
-                    sqlx::query("SELECT id, request_hash FROM jobs WHERE idempotency_key = ?1")
-                        .bind(&idempotency.key)
-                        .fetch_one(&self.pool)
-                        .await?;
+                let row = sqlx::query(
+                    "SELECT id, request_hash FROM jobs WHERE owner = ?1 AND idempotency_key = ?2",
+                )
+                .bind(job.tenant.as_stored())
+                .bind(&idempotency.key)
+                .fetch_one(&self.pool)
+                .await?;
                 let hash: Option<String> = row.try_get("request_hash")?;
                 Ok(Enqueued::Existing {
                     id: job_id_from_row(&row)?,
@@ -429,38 +429,26 @@ impl JobStore for SqliteStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<JobSummary>, StoreError> {
-        // One statement per filter shape, so each walks its index (jobs_newest_first, or
-        // jobs_by_status_newest_first with a status) from the cursor: no OFFSET, no scan of
-        // earlier pages.
-        let sql = match (query.status.is_some(), query.after.is_some()) {
-            (false, false) => concat!(
-                list_sql!(),
-                "WHERE ?1 IS NULL AND ?2 IS NULL AND ?3 IS NULL ",
-                list_order!()
-            ),
-            (true, false) => concat!(
-                list_sql!(),
-                "WHERE status = ?1 AND ?2 IS NULL AND ?3 IS NULL ",
-                list_order!()
-            ),
-            (false, true) => concat!(
-                list_sql!(),
-                "WHERE ?1 IS NULL AND (created_at, id) < (?2, ?3) ",
-                list_order!()
-            ),
-            (true, true) => concat!(
-                list_sql!(),
-                "WHERE status = ?1 AND (created_at, id) < (?2, ?3) ",
-                list_order!()
-            ),
-        };
-        let rows = sqlx::query(sql)
-            .bind(query.status.map(JobStatus::as_str))
-            .bind(query.after.map(|c| timestamp(c.created_at)))
-            .bind(query.after.map(|c| c.id.to_string()))
-            .bind(i64::from(query.limit))
-            .fetch_all(&self.pool)
-            .await?;
+        // Only the filters asked for, so each shape walks its index (jobs_newest_first,
+        // jobs_by_status_newest_first, or the per-owner ones) from the cursor: no OFFSET, no
+        // scan of earlier pages.
+        let mut sql = QueryBuilder::<Sqlite>::new(concat!(list_sql!(), "WHERE 1 = 1"));
+        if let Some(tenant) = query.tenant {
+            sql.push(" AND owner = ").push_bind(tenant.as_stored());
+        }
+        if let Some(status) = query.status {
+            sql.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(after) = query.after {
+            sql.push(" AND (created_at, id) < (")
+                .push_bind(timestamp(after.created_at))
+                .push(", ")
+                .push_bind(after.id.to_string())
+                .push(")");
+        }
+        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(query.limit));
+        let rows = sql.build().fetch_all(&self.pool).await?;
         rows.iter().map(summary_from_row).collect()
     }
 
@@ -677,6 +665,109 @@ impl JobStore for SqliteStore {
 
     fn events(&self) -> Option<StoreEvents> {
         self.events.clone()
+    }
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<ApiKey, StoreError> {
+    let id: String = row.try_get("id")?;
+    let count = |column: &str| -> Result<Option<u32>, StoreError> {
+        let value: Option<i64> = row.try_get(column)?;
+        Ok(value.map(|v| u32::try_from(v).unwrap_or(u32::MAX)))
+    };
+    let max_timeout_ms: Option<i64> = row.try_get("max_timeout_ms")?;
+    Ok(ApiKey {
+        id: id
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("key id {id:?}: {e}")))?,
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        admin: row.try_get("admin")?,
+        created_at: parse_timestamp(&row.try_get::<String, _>("created_at")?)?,
+        revoked_at: parse_optional_timestamp(row, "revoked_at")?,
+        quotas: QuotaOverrides {
+            max_running: count("max_running")?,
+            max_queued: count("max_queued")?,
+            submissions_per_minute: count("submissions_per_minute")?,
+            max_timeout: max_timeout_ms.map(decode::timeout),
+            max_memory_mb: count("max_memory_mb")?,
+        },
+    })
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn create_key(&self, new: &HashedKey) -> Result<(), StoreError> {
+        let key = &new.key;
+        let quotas = &key.quotas;
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, prefix, hash, admin, created_at, max_running, \
+                 max_queued, submissions_per_minute, max_timeout_ms, max_memory_mb) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .bind(key.id.to_string())
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&new.hash)
+        .bind(key.admin)
+        .bind(timestamp(key.created_at))
+        .bind(quotas.max_running.map(i64::from))
+        .bind(quotas.max_queued.map(i64::from))
+        .bind(quotas.submissions_per_minute.map(i64::from))
+        .bind(quotas.max_timeout.map(decode::millis))
+        .bind(quotas.max_memory_mb.map(i64::from))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_key(&self, id: KeyId) -> Result<Revoked, StoreError> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL")
+                .bind(timestamp(Utc::now()))
+                .bind(id.to_string())
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 1 {
+            return Ok(Revoked::Done);
+        }
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM api_keys WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(if exists.is_some() {
+            Revoked::Already
+        } else {
+            Revoked::NotFound
+        })
+    }
+
+    async fn active_key_by_hash(&self, hash: &str) -> Result<Option<HashedKey>, StoreError> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(HashedKey {
+                key: key_from_row(&row)?,
+                hash: row.try_get("hash")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn has_active_key(&self) -> Result<bool, StoreError> {
+        let any: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(any.is_some())
     }
 }
 

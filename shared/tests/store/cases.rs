@@ -11,6 +11,7 @@ use shared::job::{
     ListCursor, ListQuery, NewJob, Outcome, Output, SourcePosition, Usage,
 };
 use shared::store::{JobStore, Reaped, Schema, StoreError, StoreEvents, StoreOptions};
+use shared::tenant::{ApiKey, HashedKey, KeyId, QuotaOverrides, Revoked, Tenant};
 use tokio::sync::{broadcast, watch};
 
 use crate::Fixture;
@@ -28,6 +29,7 @@ fn new_job(script: &str) -> NewJob {
         created_at: Utc::now(),
         idempotency: None,
         request_id: None,
+        tenant: Tenant::NONE,
     }
 }
 
@@ -604,6 +606,7 @@ async fn list_all(store: &dyn JobStore, status: Option<JobStatus>, limit: u32) -
     loop {
         let page = store
             .list(&ListQuery {
+                tenant: None,
                 status,
                 after,
                 limit,
@@ -669,6 +672,7 @@ pub(crate) async fn list_filters_by_status(f: &Fixture) {
         .is_empty());
     let listed = store
         .list(&ListQuery {
+            tenant: None,
             status: Some(JobStatus::Succeeded),
             after: None,
             limit: 10,
@@ -692,6 +696,7 @@ pub(crate) async fn request_id_is_kept_with_the_job(f: &Fixture) {
     let listed = f
         .store
         .list(&ListQuery {
+            tenant: None,
             status: None,
             after: None,
             limit: 1,
@@ -881,5 +886,163 @@ pub(crate) async fn claims_and_heartbeats_wake_no_waiting_request(f: &Fixture) {
     assert_eq!(
         woken, None,
         "a job that has not finished woke waiting requests"
+    );
+}
+
+fn api_key(name: &str, hash: &str) -> HashedKey {
+    HashedKey {
+        key: ApiKey {
+            id: KeyId::new(),
+            name: name.to_owned(),
+            prefix: format!("rbx_{name}"),
+            admin: false,
+            created_at: Utc::now(),
+            revoked_at: None,
+            quotas: QuotaOverrides::default(),
+        },
+        hash: hash.to_owned(),
+    }
+}
+
+pub(crate) async fn keys_are_found_by_hash_until_revoked(f: &Fixture) {
+    let store = f.store.as_ref();
+    assert!(!store.has_active_key().await.expect("read"));
+    let mut admin = api_key("ops", "hash-ops");
+    admin.key.admin = true;
+    admin.key.quotas = QuotaOverrides {
+        max_running: Some(3),
+        max_queued: Some(40),
+        submissions_per_minute: Some(600),
+        max_timeout: Some(Duration::from_millis(2500)),
+        max_memory_mb: Some(512),
+    };
+    let plain = api_key("ci", "hash-ci");
+    store.create_key(&admin).await.expect("create");
+    store.create_key(&plain).await.expect("create");
+    assert!(store.has_active_key().await.expect("read"));
+
+    let found = store
+        .active_key_by_hash("hash-ops")
+        .await
+        .expect("lookup")
+        .expect("present");
+    assert_eq!(found.hash, "hash-ops");
+    assert_eq!(found.key.id, admin.key.id);
+    assert!(found.key.admin);
+    assert_eq!(found.key.quotas, admin.key.quotas);
+    assert!(store
+        .active_key_by_hash("hash-nobody")
+        .await
+        .expect("lookup")
+        .is_none());
+
+    assert_eq!(
+        store.revoke_key(plain.key.id).await.expect("revoke"),
+        Revoked::Done
+    );
+    assert_eq!(
+        store.revoke_key(plain.key.id).await.expect("revoke"),
+        Revoked::Already
+    );
+    assert_eq!(
+        store.revoke_key(KeyId::new()).await.expect("revoke"),
+        Revoked::NotFound
+    );
+    assert!(store
+        .active_key_by_hash("hash-ci")
+        .await
+        .expect("lookup")
+        .is_none());
+
+    let listed = store.list_keys().await.expect("list");
+    let names: Vec<&str> = listed.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["ops", "ci"], "oldest first");
+    assert!(listed[0].revoked_at.is_none());
+    assert!(listed[1].revoked_at.is_some());
+
+    store.revoke_key(admin.key.id).await.expect("revoke");
+    assert!(!store.has_active_key().await.expect("read"));
+}
+
+pub(crate) async fn two_keys_cannot_share_a_hash(f: &Fixture) {
+    let store = f.store.as_ref();
+    store
+        .create_key(&api_key("a", "same-hash"))
+        .await
+        .expect("create");
+    assert!(store.create_key(&api_key("b", "same-hash")).await.is_err());
+}
+
+pub(crate) async fn jobs_keep_their_tenant_and_list_by_it(f: &Fixture) {
+    let store = f.store.as_ref();
+    let a = Tenant::key(KeyId::new());
+    let b = Tenant::key(KeyId::new());
+    let mut ids = Vec::new();
+    for (i, tenant) in [a, b, a, Tenant::NONE].into_iter().enumerate() {
+        let job = NewJob {
+            tenant,
+            ..new_job(&format!("def main():\n    return {i}\n"))
+        };
+        store.enqueue(&job).await.expect("enqueue");
+        assert_eq!(
+            store
+                .get(job.id)
+                .await
+                .expect("get")
+                .expect("present")
+                .tenant,
+            tenant
+        );
+        ids.push(job.id);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let listed = |tenant: Option<Tenant>, status: Option<JobStatus>| async move {
+        store
+            .list(&ListQuery {
+                tenant,
+                status,
+                after: None,
+                limit: 10,
+            })
+            .await
+            .expect("list")
+            .iter()
+            .map(|job| job.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed(Some(a), None).await, vec![ids[2], ids[0]]);
+    assert_eq!(
+        listed(Some(a), Some(JobStatus::Queued)).await,
+        vec![ids[2], ids[0]]
+    );
+    assert!(listed(Some(a), Some(JobStatus::Running)).await.is_empty());
+    assert_eq!(listed(Some(b), None).await, vec![ids[1]]);
+    assert_eq!(listed(Some(Tenant::NONE), None).await, vec![ids[3]]);
+    assert_eq!(listed(None, None).await.len(), 4);
+}
+
+pub(crate) async fn idempotency_keys_are_per_tenant(f: &Fixture) {
+    let store = f.store.as_ref();
+    let window = Duration::from_secs(60);
+    let a = NewJob {
+        tenant: Tenant::key(KeyId::new()),
+        ..keyed_job("order-1", "def main():\n    return 1\n", window)
+    };
+    let b = NewJob {
+        tenant: Tenant::key(KeyId::new()),
+        ..keyed_job("order-1", "def main():\n    return 2\n", window)
+    };
+    assert_eq!(store.enqueue(&a).await.expect("a"), Enqueued::Created);
+    assert_eq!(store.enqueue(&b).await.expect("b"), Enqueued::Created);
+    let again = NewJob {
+        id: JobId::new(),
+        ..a.clone()
+    };
+    assert_eq!(
+        store.enqueue(&again).await.expect("a again"),
+        Enqueued::Existing {
+            id: a.id,
+            same_request: true
+        }
     );
 }

@@ -96,6 +96,10 @@ macro_rules! store_cases {
                 listener_is_woken_when_another_store_finishes_a_job,
                 reads_and_empty_claims_wake_no_listener,
                 claims_and_heartbeats_wake_no_waiting_request,
+                keys_are_found_by_hash_until_revoked,
+                two_keys_cannot_share_a_hash,
+                jobs_keep_their_tenant_and_list_by_it,
+                idempotency_keys_are_per_tenant,
             );
         }
     };

@@ -24,6 +24,8 @@ pub(crate) struct TestApp {
     capture_logs: bool,
     /// Workers started so far, restarts included: each gets a log file of its own.
     started_workers: usize,
+    /// Secrets of the keys [`Options::api_keys`] asked for.
+    pub keys: Vec<String>,
     /// The log name of each running worker, by index.
     worker_names: Vec<String>,
     /// The log names of the workers killed so far.
@@ -148,6 +150,9 @@ pub(crate) struct Options {
     pub worker_env: Vec<(&'static str, String)>,
     /// Write every process's JSON logs at `info` to files that [`TestApp::logs`] reads.
     pub capture_logs: bool,
+    /// API keys made with `api keys create --name NAME [--admin]` before the API starts; their
+    /// secrets are in [`TestApp::keys`], in this order.
+    pub api_keys: Vec<(&'static str, bool)>,
 }
 
 impl Default for Options {
@@ -158,8 +163,19 @@ impl Default for Options {
             api_env: Vec::new(),
             worker_env: Vec::new(),
             capture_logs: false,
+            api_keys: Vec::new(),
         }
     }
+}
+
+/// Runs the `api` binary with `args` (a command such as `keys list`) against `database_url`.
+pub(crate) async fn api_command(database_url: &str, args: &[&str]) -> std::process::Output {
+    service(&bin_dir().join("api"))
+        .env("DATABASE_URL", database_url)
+        .args(args)
+        .output()
+        .await
+        .expect("run api")
 }
 
 pub(crate) async fn spawn_app() -> TestApp {
@@ -178,6 +194,21 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
             (database.url(), Some(database))
         }
     };
+    let mut keys = Vec::new();
+    for (name, admin) in &options.api_keys {
+        let mut args = vec!["keys", "create", "--name", name];
+        if *admin {
+            args.push("--admin");
+        }
+        let created = api_command(&database_url, &args).await;
+        assert!(created.status.success(), "api keys create: {created:?}");
+        keys.push(
+            String::from_utf8(created.stdout)
+                .expect("utf-8")
+                .trim()
+                .to_owned(),
+        );
+    }
     let port = free_port();
     let mut api = service(&bin_dir().join("api"));
     api.env("DATABASE_URL", &database_url)
@@ -202,6 +233,7 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         _postgres_database: postgres_database,
         capture_logs: options.capture_logs,
         started_workers: 0,
+        keys,
         worker_names: Vec::new(),
         killed_workers: Vec::new(),
     };

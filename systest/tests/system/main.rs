@@ -7,6 +7,7 @@ mod deployment;
 mod escape;
 mod execute;
 mod jobs;
+mod keys;
 mod listing;
 mod metrics;
 mod openapi;

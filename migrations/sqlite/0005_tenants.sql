@@ -1,0 +1,33 @@
+-- API keys: each tenant is one key. Only a SHA-256 hash of the secret is kept (the secret is
+-- shown once, at creation), with a short prefix of it so people can tell keys apart. Quota
+-- columns are per-key overrides of the server's defaults; NULL means the default.
+CREATE TABLE api_keys (
+    id                     TEXT PRIMARY KEY NOT NULL,
+    name                   TEXT NOT NULL,
+    prefix                 TEXT NOT NULL,
+    hash                   TEXT NOT NULL UNIQUE,
+    admin                  INTEGER NOT NULL DEFAULT 0,
+    created_at             TEXT NOT NULL,
+    revoked_at             TEXT,
+    max_running            INTEGER,
+    max_queued             INTEGER,
+    submissions_per_minute INTEGER,
+    max_timeout_ms         INTEGER,
+    max_memory_mb          INTEGER,
+    -- The submissions-per-minute token bucket, shared by every API process: tokens left as
+    -- of `bucket_at`; refilled on read.
+    bucket_tokens          REAL,
+    bucket_at              TEXT
+);
+
+-- The id of the key that created the job; '' for jobs created with authentication off.
+ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+
+-- Idempotency keys are per tenant: two tenants may use the same key for different jobs.
+DROP INDEX jobs_idempotency_key;
+CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (owner, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+-- A tenant's own `GET /jobs`, with and without a status filter.
+CREATE INDEX jobs_by_owner_newest_first ON jobs (owner, created_at DESC, id DESC);
+CREATE INDEX jobs_by_owner_status_newest_first ON jobs (owner, status, created_at DESC, id DESC);
