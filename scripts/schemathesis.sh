@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The running API against its own OpenAPI description (`make test` runs this): an api and a
-# worker (debug build) on a temporary SQLite file, fuzzed by schemathesis with every check but
-# one. `positive_data_acceptance` is left out: it expects every schema-valid body to be
+# The running API against its own OpenAPI description (`make test` runs this): an api with API
+# keys required and a worker (debug build) on a temporary SQLite file, fuzzed by schemathesis
+# with a key and every check but one (`ignored_auth` sends requests without the key too).
+# `positive_data_acceptance` is left out: it expects every schema-valid body to be
 # accepted, and a schema cannot say which strings are Python scripts that define `main`
 # (those get their documented 400). Everything else must pass: no 500, no undocumented status
 # or header, every response matching its schema, every schema-violating request refused.
@@ -29,7 +30,8 @@ export NSJAIL_PATH=${NSJAIL_PATH:-$runtime/bin/nsjail} PYTHON_RUNTIME=${PYTHON_R
 export NSJAIL_CONFIG=${NSJAIL_CONFIG:-$PWD/nsjail.cfg}
 # Generated jobs may ask for long timeouts; the answer that they are still running (202) is
 # part of the contract too, and comes after this grace.
-PORT=$port QUEUE_GRACE_SECS=1 "$bin/api" 2>"$dir/api.log" &
+key=$("$bin/api" keys create --name schemathesis 2>/dev/null)
+PORT=$port QUEUE_GRACE_SECS=1 AUTH=required "$bin/api" 2>"$dir/api.log" &
 pids+=($!)
 for _ in $(seq 1 300); do
   curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break
@@ -43,6 +45,7 @@ status=0
 # From the temporary directory: schemathesis keeps a cache in its working directory.
 (cd "$dir" && "$schemathesis" run "http://127.0.0.1:$port/openapi.json" \
   --url "http://127.0.0.1:$port" \
+  --header "Authorization: Bearer $key" \
   --checks all --exclude-checks positive_data_acceptance \
   --max-examples "${SCHEMATHESIS_EXAMPLES:-50}" \
   --seed "${SCHEMATHESIS_SEED:-4529335609023832353625780959231127290}" \

@@ -6,6 +6,7 @@ use shared::config::{LogConfig, StoreConfig};
 
 use crate::auth::AuthMode;
 use crate::keys_command::Command;
+use crate::quota::QuotaDefaults;
 
 /// Everything the `api` binary is configured with; `api --help` lists it.
 #[derive(Debug, Clone, clap::Parser)]
@@ -26,6 +27,9 @@ pub struct ApiConfig {
 
     #[command(flatten)]
     pub limits: RequestLimits,
+
+    #[command(flatten)]
+    pub quotas: QuotaDefaults,
 
     /// Address to listen on.
     #[arg(long, env = "HOST", default_value = "127.0.0.1")]

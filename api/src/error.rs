@@ -13,6 +13,7 @@ use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
 use crate::auth::Unauthenticated;
+use crate::quota::{Quota, QuotaExceeded};
 use crate::view::job_status_schema;
 
 /// A request that cannot be served. Bodies are always `{"error", "code", ...}`.
@@ -53,6 +54,8 @@ pub enum ApiError {
     AlreadyFinished { id: String, status: &'static str },
     #[error("{}", unauthenticated_message(*.0))]
     Unauthenticated(Unauthenticated),
+    #[error("{}", quota_message(.0))]
+    QuotaExceeded(QuotaExceeded),
     #[error("the job store is unavailable")]
     StoreUnavailable(#[source] StoreError),
     #[error("internal error")]
@@ -73,7 +76,7 @@ impl ApiError {
             | Self::InvalidScript(_)
             | Self::InvalidJobId(_)
             | Self::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
-            Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::QueueFull { .. } | Self::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::IdempotencyConflict { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::AlreadyFinished { .. } => StatusCode::CONFLICT,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -105,6 +108,7 @@ impl ApiError {
             Self::InvalidIdempotencyKey => "invalid_idempotency_key",
             Self::AlreadyFinished { .. } => "already_finished",
             Self::Unauthenticated(_) => "unauthenticated",
+            Self::QuotaExceeded(_) => "quota_exceeded",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::Internal(_) => "internal_error",
         }
@@ -133,6 +137,10 @@ impl ApiError {
                 body.limit = Some(*limit);
             }
             Self::IdempotencyConflict { job_id } => body.id = Some(job_id.clone()),
+            Self::QuotaExceeded(exceeded) => {
+                body.quota = Some(exceeded.quota.as_str());
+                body.quota_limit = Some(exceeded.limit);
+            }
             Self::AlreadyFinished { id, status } => {
                 body.id = Some(id.clone());
                 body.status = Some(status);
@@ -169,6 +177,11 @@ impl ApiError {
             },
             Self::IdempotencyConflict { job_id: text() },
             Self::QueueFull { depth: 0, limit: 0 },
+            Self::QuotaExceeded(QuotaExceeded {
+                quota: Quota::MaxQueued,
+                limit: 0.0,
+                retry_after: std::time::Duration::ZERO,
+            }),
             Self::Unauthenticated(Unauthenticated::Missing),
             Self::Internal(text()),
             Self::Busy,
@@ -188,6 +201,32 @@ impl ApiError {
         codes.dedup();
         codes
     }
+}
+
+fn quota_message(exceeded: &QuotaExceeded) -> String {
+    let limit = exceeded.limit;
+    match exceeded.quota {
+        Quota::MaxTimeout => {
+            format!("this API key may ask for a timeout of at most {limit} s (quota max_timeout)")
+        }
+        Quota::MaxMemory => {
+            format!("this API key may ask for memory_mb of at most {limit} (quota max_memory_mb)")
+        }
+        Quota::MaxQueued => format!(
+            "this API key already has {limit} jobs queued, its quota (max_queued); retry once \
+             some have started"
+        ),
+        Quota::SubmissionsPerMinute => format!(
+            "this API key may submit {limit} jobs a minute (quota submissions_per_minute); retry \
+             after {} s",
+            retry_after_secs(exceeded.retry_after)
+        ),
+    }
+}
+
+/// Whole seconds for `Retry-After`, rounded up, at least 1.
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
 }
 
 fn unauthenticated_message(reason: Unauthenticated) -> &'static str {
@@ -254,6 +293,13 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(format = Uuid)]
     pub id: Option<String>,
+    /// `quota_exceeded`: the quota passed (`max_timeout`, `max_memory_mb`, `max_queued`,
+    /// `submissions_per_minute`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<&'static str>,
+    /// `quota_exceeded`: the quota's value (seconds for `max_timeout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_limit: Option<f64>,
     /// `already_finished`: the status the job had finished with.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = job_status_schema)]
@@ -292,6 +338,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Self::QuotaExceeded(exceeded) = &self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(exceeded.retry_after)),
+            );
         }
         if let Self::Unauthenticated(reason) = self {
             // RFC 6750: the challenge says whether a key was refused or none was sent.

@@ -29,14 +29,77 @@ pub enum KeysCommand {
         /// An admin key sees and cancels every tenant's jobs.
         #[arg(long)]
         admin: bool,
+        #[command(flatten)]
+        quotas: QuotaFlags,
     },
-    /// List every key: id, prefix of the secret, name, admin, created, revoked.
+    /// List every key: id, prefix of the secret, admin, created, revoked, own quotas, name.
     List,
     /// Revoke a key by id; it stops working within a second on every API process.
     Revoke {
         /// The key's id, as `api keys list` shows it.
         id: String,
     },
+}
+
+/// A key's own quotas; each left out follows the server's default, and 0 means no limit.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct QuotaFlags {
+    /// Jobs of this key running at once (the workers' QUOTA_MAX_RUNNING otherwise).
+    #[arg(long)]
+    max_running: Option<u32>,
+    /// Jobs of this key waiting in the queue (QUOTA_MAX_QUEUED otherwise).
+    #[arg(long)]
+    max_queued: Option<u32>,
+    /// Submissions a minute (QUOTA_SUBMISSIONS_PER_MINUTE otherwise).
+    #[arg(long)]
+    submissions_per_minute: Option<u32>,
+    /// Largest `timeout` in seconds (QUOTA_MAX_TIMEOUT_SECS otherwise).
+    #[arg(long)]
+    max_timeout_secs: Option<f64>,
+    /// Largest `memory_mb` (QUOTA_MAX_MEMORY_MB otherwise).
+    #[arg(long)]
+    max_memory_mb: Option<u32>,
+}
+
+impl QuotaFlags {
+    fn overrides(self) -> anyhow::Result<QuotaOverrides> {
+        let max_timeout = self
+            .max_timeout_secs
+            .map(|secs| {
+                std::time::Duration::try_from_secs_f64(secs)
+                    .map_err(|_| anyhow::anyhow!("--max-timeout-secs must be a number of seconds"))
+            })
+            .transpose()?;
+        Ok(QuotaOverrides {
+            max_running: self.max_running,
+            max_queued: self.max_queued,
+            submissions_per_minute: self.submissions_per_minute,
+            max_timeout,
+            max_memory_mb: self.max_memory_mb,
+        })
+    }
+}
+
+/// A key's own quotas as `api keys list` shows them; `-` when it has none.
+fn describe(quotas: &QuotaOverrides) -> String {
+    let mut parts = Vec::new();
+    let mut count = |name: &str, value: Option<u32>| {
+        if let Some(value) = value {
+            parts.push(format!("{name}={value}"));
+        }
+    };
+    count("max_running", quotas.max_running);
+    count("max_queued", quotas.max_queued);
+    count("submissions_per_minute", quotas.submissions_per_minute);
+    count("max_memory_mb", quotas.max_memory_mb);
+    if let Some(timeout) = quotas.max_timeout {
+        parts.push(format!("max_timeout={}s", timeout.as_secs_f64()));
+    }
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(",")
+    }
 }
 
 /// Longest key name kept.
@@ -53,7 +116,12 @@ pub async fn run(
     err: &mut dyn Write,
 ) -> anyhow::Result<()> {
     match command {
-        KeysCommand::Create { name, admin } => {
+        KeysCommand::Create {
+            name,
+            admin,
+            quotas,
+        } => {
+            let quotas = quotas.overrides()?;
             let name = name.trim();
             if name.is_empty()
                 || name.chars().count() > MAX_NAME_CHARS
@@ -69,7 +137,7 @@ pub async fn run(
                 admin: *admin,
                 created_at: Utc::now(),
                 revoked_at: None,
-                quotas: QuotaOverrides::default(),
+                quotas,
             };
             store
                 .create_key(&HashedKey {
@@ -91,19 +159,20 @@ pub async fn run(
             let keys = store.list_keys().await.context("listing keys")?;
             writeln!(
                 out,
-                "{:<36}  {:<12}  {:<5}  {:<20}  {:<20}  NAME",
-                "ID", "PREFIX", "ADMIN", "CREATED", "REVOKED"
+                "{:<36}  {:<12}  {:<5}  {:<20}  {:<20}  {:<24}  NAME",
+                "ID", "PREFIX", "ADMIN", "CREATED", "REVOKED", "QUOTAS"
             )?;
             for key in keys {
                 let when = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
                 writeln!(
                     out,
-                    "{:<36}  {:<12}  {:<5}  {:<20}  {:<20}  {}",
+                    "{:<36}  {:<12}  {:<5}  {:<20}  {:<20}  {:<24}  {}",
                     key.id,
                     key.prefix,
                     if key.admin { "yes" } else { "no" },
                     when(key.created_at),
                     key.revoked_at.map_or_else(|| "-".to_owned(), when),
+                    describe(&key.quotas),
                     key.name
                 )?;
             }

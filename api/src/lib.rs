@@ -8,6 +8,7 @@ pub mod error;
 pub mod keys_command;
 pub mod metrics;
 pub mod openapi;
+pub mod quota;
 pub mod request;
 pub mod retention;
 pub mod routes;
@@ -113,6 +114,7 @@ pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> App {
         completions,
         queue_grace: config.queue_grace(),
         max_queued_jobs: config.max_queued_jobs,
+        quota_defaults: config.quotas,
         idempotency_window: Duration::from_secs(config.idempotency_window_secs),
         cancel_on_disconnect: config.execute_cancel_on_disconnect,
         metrics: metrics::exporter(Arc::clone(&store)),

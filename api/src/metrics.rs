@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use pycheck::Diagnostic;
 use shared::job::JobStatus;
 use shared::metrics::Buckets;
-use shared::store::JobStore;
+use shared::store::{JobStore, TenantLoad};
 use tokio::sync::Mutex;
 
 const HTTP_REQUESTS: &str = "runbox_http_requests_total";
@@ -26,6 +26,7 @@ const VALIDATION_DURATION: &str = "runbox_validation_duration_seconds";
 const VALIDATION_REJECTED: &str = "runbox_validation_rejected_total";
 const JOBS: &str = "runbox_jobs";
 const JOBS_COUNT_UP: &str = "runbox_jobs_count_up";
+const TENANT_JOBS: &str = "runbox_tenant_jobs";
 
 /// `/execute` holds its request until the job ends (timeout + grace, up to 90 s), and every
 /// request is cut at `REQUEST_TIMEOUT_SECS` (120 s by default).
@@ -105,6 +106,7 @@ pub fn exporter(store: Arc<dyn JobStore>) -> Arc<Exporter> {
         handle: install(),
         store,
         counted_at: Mutex::new(None),
+        tenants: std::sync::Mutex::new(String::new()),
     })
 }
 
@@ -115,7 +117,13 @@ pub struct Exporter {
     /// When the jobs table was last counted; the lock also makes concurrent scrapes wait for
     /// one count instead of each running its own.
     counted_at: Mutex<Option<Instant>>,
+    /// The per-tenant lines as last counted, rendered here rather than through the recorder:
+    /// it would keep every tenant ever seen as a label, and the set must stay bounded.
+    tenants: std::sync::Mutex<String>,
 }
+
+/// Tenants with labels of their own in `runbox_tenant_jobs`; the rest are summed as `other`.
+const TENANT_LABELS: u32 = 20;
 
 impl Exporter {
     async fn count_jobs(&self) {
@@ -139,6 +147,12 @@ impl Exporter {
                 gauge!(JOBS_COUNT_UP).set(0.0);
             }
         }
+        if let Ok(loads) = self.store.busiest_tenants(TENANT_LABELS).await {
+            *self
+                .tenants
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = tenant_lines(&loads);
+        }
         // Also after a failure, so an unavailable store is not asked again on every scrape.
         *counted_at = Some(Instant::now());
     }
@@ -156,11 +170,42 @@ impl Exporter {
 )]
 pub async fn render(State(exporter): State<Arc<Exporter>>) -> Response {
     exporter.count_jobs().await;
+    let mut text = exporter.handle.render();
+    text.push_str(
+        &exporter
+            .tenants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     (
         [(header::CONTENT_TYPE, shared::metrics::CONTENT_TYPE)],
-        exporter.handle.render(),
+        text,
     )
         .into_response()
+}
+
+/// `runbox_tenant_jobs{tenant, status}` for the busiest tenants: the API key's id, `none` for
+/// jobs of no key, `other` for the sum of all tenants not listed.
+fn tenant_lines(loads: &[TenantLoad]) -> String {
+    let mut text = format!(
+        "# HELP {TENANT_JOBS} Queued and running jobs of the {TENANT_LABELS} busiest tenants \
+         (API key ids, as `api keys list` shows them; none: jobs of no key; other: all the \
+         rest), counted at scrape time.\n# TYPE {TENANT_JOBS} gauge\n"
+    );
+    for load in loads {
+        let tenant = match load.tenant {
+            Some(tenant) => tenant
+                .key_id()
+                .map_or_else(|| "none".to_owned(), |id| id.to_string()),
+            None => "other".to_owned(),
+        };
+        for (status, count) in [("queued", load.queued), ("running", load.running)] {
+            text.push_str(&format!(
+                "{TENANT_JOBS}{{tenant=\"{tenant}\",status=\"{status}\"}} {count}\n"
+            ));
+        }
+    }
+    text
 }
 
 /// Middleware counting and timing every request by method, route template and status. It

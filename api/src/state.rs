@@ -11,6 +11,7 @@ use crate::checker::ScriptChecker;
 use crate::completions::Completions;
 use crate::config::RequestLimits;
 use crate::metrics::Exporter;
+use crate::quota::QuotaDefaults;
 
 /// Shared handler state; cheap to clone.
 #[derive(Clone)]
@@ -22,6 +23,7 @@ pub struct AppState {
     pub completions: Arc<Completions>,
     pub queue_grace: Duration,
     pub max_queued_jobs: u64,
+    pub quota_defaults: QuotaDefaults,
     pub idempotency_window: Duration,
     pub cancel_on_disconnect: bool,
     pub metrics: Arc<Exporter>,

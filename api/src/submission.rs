@@ -12,6 +12,7 @@ use shared::store::JobStore;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::quota;
 use crate::request::ScriptRequest;
 use crate::state::AppState;
 use crate::REQUEST_ID;
@@ -58,6 +59,9 @@ pub(crate) async fn submit(
 ) -> Result<Submitted, ApiError> {
     let key = idempotency_key(headers)?;
     state.checker.check(request.script.clone()).await?;
+    if let Caller::Key(api_key) = caller {
+        quota::admit(state, api_key, &request.limits).await?;
+    }
     let depth = state.store.queue_depth().await?;
     if depth >= state.max_queued_jobs {
         return Err(ApiError::QueueFull {

@@ -31,3 +31,8 @@ CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (owner, idempotency_key)
 -- A tenant's own `GET /jobs`, with and without a status filter.
 CREATE INDEX jobs_by_owner_newest_first ON jobs (owner, created_at DESC, id DESC);
 CREATE INDEX jobs_by_owner_status_newest_first ON jobs (owner, status, created_at DESC, id DESC);
+
+-- The claim interleaves tenants: it walks the tenants with queued jobs (a skip scan over this
+-- index), takes the oldest few of each, and counts each one's running jobs.
+CREATE INDEX jobs_queued_by_owner ON jobs (owner, created_at, id) WHERE status = 'queued';
+CREATE INDEX jobs_running_by_owner ON jobs (owner) WHERE status = 'running';

@@ -62,6 +62,7 @@ impl StoreConfig {
             statement_timeout: Duration::from_secs(self.database_statement_timeout_secs.max(1)),
             listen_queued: self.database_notifications && listen_queued,
             listen_finished: self.database_notifications && listen_finished,
+            tenant_max_running: 0,
         }
     }
 

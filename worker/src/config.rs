@@ -53,6 +53,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "WORKER_HEARTBEAT_MS", default_value_t = 500)]
     pub heartbeat_ms: u64,
 
+    /// Jobs of one API key running at once across all workers, for keys that set no
+    /// `--max-running` of their own (0: no limit). Jobs past it wait in the queue while other
+    /// tenants' jobs run; jobs submitted without a key have no such limit.
+    #[arg(long, env = "QUOTA_MAX_RUNNING", default_value_t = 0)]
+    pub quota_max_running: u32,
+
     /// Runs a job gets when its worker disappears mid-run; after the last it fails with
     /// `worker_lost`.
     #[arg(long, env = "WORKER_MAX_ATTEMPTS", default_value_t = 3)]

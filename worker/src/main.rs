@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use shared::config::StoreUser;
-use shared::store::{self, JobStore, Schema, StoreError};
+use shared::store::{self, JobStore, Schema, StoreError, StoreOptions};
 use tokio_util::sync::CancellationToken;
 use worker::config::{ExecutorKind, MetricsAddr, SandboxMode, WorkerConfig};
 use worker::noop::NoopExecutor;
@@ -101,7 +101,10 @@ async fn open_store(config: &WorkerConfig) -> Result<Arc<dyn JobStore>, StoreErr
         match store::connect(
             &config.store.database_url,
             Schema::RequireCurrent,
-            &config.store.options(StoreUser::Worker),
+            &StoreOptions {
+                tenant_max_running: config.quota_max_running,
+                ..config.store.options(StoreUser::Worker)
+            },
         )
         .await
         {

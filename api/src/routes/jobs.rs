@@ -61,7 +61,8 @@ fn accepted(id: JobId, status: &'static str) -> Response {
         (status = 422, description = "The job failed (`exception`, `result_not_json`, `exited`, \
             `memory_limit`, `killed`, `output_limit`), or the `Idempotency-Key` was used with \
             another body (`idempotency_key_reused`).", body = ExecuteFailure),
-        (status = 429, description = "`MAX_QUEUED_JOBS` jobs are waiting (`queue_full`).", body = ErrorBody,
+        (status = 429, description = "`MAX_QUEUED_JOBS` jobs are waiting (`queue_full`), or the \
+            API key is past one of its quotas (`quota_exceeded`, naming `quota`).", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
         (status = 500, description = "The sandbox could not be set up (`sandbox_error`, as the \
             failed job), or an internal error.", body = ExecuteFailure),
@@ -127,7 +128,8 @@ pub(super) async fn execute(
         (status = 413, description = "Script or body too large (`payload_too_large`).", body = ErrorBody),
         (status = 422, description = "The `Idempotency-Key` was used with another body \
             (`idempotency_key_reused`).", body = ErrorBody),
-        (status = 429, description = "`MAX_QUEUED_JOBS` jobs are waiting (`queue_full`).", body = ErrorBody,
+        (status = 429, description = "`MAX_QUEUED_JOBS` jobs are waiting (`queue_full`), or the \
+            API key is past one of its quotas (`quota_exceeded`, naming `quota`).", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
         (status = 503, description = "The job store is unavailable, validation stayed busy or too \
             many requests are in flight.", body = ErrorBody,

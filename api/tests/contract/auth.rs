@@ -279,3 +279,160 @@ async fn without_keys_required_a_request_needs_none() {
     let answer = api.get("/jobs").await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
 }
+
+impl Contract {
+    /// Stores a key with its own quotas and returns its secret.
+    async fn key_with(&self, quotas: QuotaOverrides) -> String {
+        let secret = Secret::generate().expect("random");
+        self.store
+            .create_key(&HashedKey {
+                key: ApiKey {
+                    id: KeyId::new(),
+                    name: "quota".to_owned(),
+                    prefix: secret.display_prefix(),
+                    admin: false,
+                    created_at: Utc::now(),
+                    revoked_at: None,
+                    quotas,
+                },
+                hash: secret.hash(),
+            })
+            .await
+            .expect("store the key");
+        secret.expose().to_owned()
+    }
+}
+
+fn assert_quota(answer: &Answer, quota: &str) {
+    answer.assert_error(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded");
+    assert_eq!(answer.body["quota"], quota, "{}", answer.text);
+    assert!(answer.body["quota_limit"].is_number(), "{}", answer.text);
+    let retry: u64 = answer
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("a Retry-After in seconds: {:?}", answer.headers));
+    assert!(retry >= 1, "{retry}");
+}
+
+fn job_asking(timeout: f64, memory_mb: u32) -> Value {
+    json!({
+        "script": "# outcome: never\ndef main():\n    return 1\n",
+        "timeout": timeout,
+        "memory_mb": memory_mb,
+    })
+}
+
+#[tokio::test]
+async fn a_key_asking_past_its_timeout_or_memory_quota_gets_429_naming_it() {
+    let api = without_worker(REQUIRED).await;
+    let key = api
+        .key_with(QuotaOverrides {
+            max_timeout: Some(Duration::from_secs(2)),
+            max_memory_mb: Some(128),
+            ..QuotaOverrides::default()
+        })
+        .await;
+    let too_long = api
+        .as_key(&key, Method::POST, "/jobs", Some(&job_asking(2.5, 128)))
+        .await;
+    assert_quota(&too_long, "max_timeout");
+    assert_eq!(too_long.body["quota_limit"], 2.0);
+    let too_big = api
+        .as_key(&key, Method::POST, "/execute", Some(&job_asking(2.0, 256)))
+        .await;
+    assert_quota(&too_big, "max_memory_mb");
+    let within = api
+        .as_key(&key, Method::POST, "/jobs", Some(&job_asking(2.0, 128)))
+        .await;
+    assert_eq!(within.status, StatusCode::ACCEPTED, "{}", within.text);
+}
+
+#[tokio::test]
+async fn the_queued_jobs_quota_trips_and_recovers_when_a_job_leaves_the_queue() {
+    let api = without_worker(REQUIRED).await;
+    let key = api
+        .key_with(QuotaOverrides {
+            max_queued: Some(2),
+            ..QuotaOverrides::default()
+        })
+        .await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let answer = api
+            .as_key(&key, Method::POST, "/jobs", Some(&script()))
+            .await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+        ids.push(answer.body["id"].as_str().expect("id").to_owned());
+    }
+    let third = api
+        .as_key(&key, Method::POST, "/jobs", Some(&script()))
+        .await;
+    assert_quota(&third, "max_queued");
+    // Another tenant is not held back by this one's queue.
+    let (other, _) = api.key("other", false).await;
+    let theirs = api
+        .as_key(&other, Method::POST, "/jobs", Some(&script()))
+        .await;
+    assert_eq!(theirs.status, StatusCode::ACCEPTED, "{}", theirs.text);
+
+    let cancelled = api
+        .as_key(&key, Method::DELETE, &format!("/jobs/{}", ids[0]), None)
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.text);
+    let again = api
+        .as_key(&key, Method::POST, "/jobs", Some(&script()))
+        .await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.text);
+}
+
+#[tokio::test]
+async fn the_submission_rate_quota_trips_and_recovers_as_its_bucket_refills() {
+    let api = without_worker(REQUIRED).await;
+    // 120 a minute: a burst of 120, then one every half second.
+    let key = api
+        .key_with(QuotaOverrides {
+            submissions_per_minute: Some(120),
+            max_queued: Some(0),
+            ..QuotaOverrides::default()
+        })
+        .await;
+    let mut accepted = 0;
+    let refused = loop {
+        let answer = api
+            .as_key(&key, Method::POST, "/jobs", Some(&script()))
+            .await;
+        if answer.status != StatusCode::ACCEPTED {
+            break answer;
+        }
+        accepted += 1;
+        assert!(accepted <= 121, "the rate quota never tripped");
+    };
+    assert_quota(&refused, "submissions_per_minute");
+    assert!((119..=121).contains(&accepted), "{accepted} accepted");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let later = api
+        .as_key(&key, Method::POST, "/jobs", Some(&script()))
+        .await;
+    assert_eq!(later.status, StatusCode::ACCEPTED, "{}", later.text);
+}
+
+#[tokio::test]
+async fn server_default_quotas_apply_to_keys_without_their_own_and_never_without_keys() {
+    let api = without_worker(&["--auth", "required", "--quota-max-queued", "1"]).await;
+    let (key, _) = api.key("default", false).await;
+    let first = api
+        .as_key(&key, Method::POST, "/jobs", Some(&script()))
+        .await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
+    let second = api
+        .as_key(&key, Method::POST, "/jobs", Some(&script()))
+        .await;
+    assert_quota(&second, "max_queued");
+
+    let open = without_worker(&["--auth", "off", "--quota-max-queued", "1"]).await;
+    for _ in 0..3 {
+        let answer = open.post("/jobs", &script()).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+    }
+}

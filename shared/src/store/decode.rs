@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 
-use super::StoreError;
+use super::{StoreError, TenantLoad};
 use crate::job::{ErrorKind, Failure, JobStatus, Output, SourcePosition};
+use crate::tenant::Tenant;
 
 pub(super) fn status(text: &str) -> Result<JobStatus, StoreError> {
     JobStatus::parse(text).ok_or_else(|| StoreError::Corrupt(format!("status {text:?}")))
@@ -71,4 +72,34 @@ pub(super) fn status_counts(rows: Vec<(String, i64)>) -> Result<Vec<(JobStatus, 
     rows.into_iter()
         .map(|(text, count)| Ok((status(&text)?, u64::try_from(count).unwrap_or(0))))
         .collect()
+}
+
+/// `(owner, queued, running)` rows, one per tenant, as the `limit` busiest tenants (queued
+/// plus running, then by id) and one sum of the rest.
+pub(super) fn busiest(rows: Vec<(String, i64, i64)>, limit: u32) -> Vec<TenantLoad> {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let mut loads: Vec<TenantLoad> = rows
+        .into_iter()
+        .map(|(owner, queued, running)| TenantLoad {
+            tenant: Some(Tenant::from_stored(&owner)),
+            queued: count(queued),
+            running: count(running),
+        })
+        .collect();
+    loads.sort_by(|a, b| {
+        (b.queued + b.running)
+            .cmp(&(a.queued + a.running))
+            .then_with(|| {
+                a.tenant
+                    .map(|t| t.as_stored())
+                    .cmp(&b.tenant.map(|t| t.as_stored()))
+            })
+    });
+    let rest = loads.split_off(loads.len().min(limit as usize));
+    loads.push(TenantLoad {
+        tenant: None,
+        queued: rest.iter().map(|l| l.queued).sum(),
+        running: rest.iter().map(|l| l.running).sum(),
+    });
+    loads
 }

@@ -25,7 +25,7 @@ use crate::job::{
     Cancelled, ClaimedJob, Enqueued, Job, JobId, JobStatus, JobSummary, Lease, ListQuery, NewJob,
     Outcome,
 };
-use crate::tenant::{ApiKey, HashedKey, KeyId, Revoked};
+use crate::tenant::{ApiKey, HashedKey, KeyId, Revoked, Tenant};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -111,6 +111,10 @@ pub struct Reaped {
     pub failed: u64,
 }
 
+/// Times a submission retries its token-bucket update when other processes keep updating
+/// the same key's bucket first.
+const BUCKET_RETRIES: usize = 16;
+
 /// The message a cancelled job gets.
 pub const CANCELLED_MESSAGE: &str = "cancelled by request";
 
@@ -132,6 +136,9 @@ pub struct StoreOptions {
     /// Subscribe to "job finished" wake-ups (the API): [`StoreEvents::finished`] on
     /// Postgres, [`StoreEvents::changed`] on SQLite.
     pub listen_finished: bool,
+    /// Jobs of one API key a claim lets run at once, unless the key sets its own; 0 for no
+    /// limit. Jobs of no key (authentication off) have none.
+    pub tenant_max_running: u32,
 }
 
 impl Default for StoreOptions {
@@ -142,6 +149,7 @@ impl Default for StoreOptions {
             statement_timeout: Duration::from_secs(30),
             listen_queued: false,
             listen_finished: false,
+            tenant_max_running: 0,
         }
     }
 }
@@ -189,6 +197,41 @@ pub trait KeyStore: Send + Sync {
 
     /// Whether any unrevoked key exists.
     async fn has_active_key(&self) -> Result<bool, StoreError>;
+
+    /// Takes one submission from key `id`'s token bucket, which holds up to `per_minute`
+    /// tokens and refills at `per_minute` a minute. `None` when a token was taken; otherwise
+    /// how long until the next one. Every API process shares the bucket.
+    async fn take_submission(
+        &self,
+        id: KeyId,
+        per_minute: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Duration>, StoreError>;
+}
+
+/// One tenant's queued and running jobs, or (`tenant: None`) those of all tenants not listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantLoad {
+    pub tenant: Option<Tenant>,
+    pub queued: u64,
+    pub running: u64,
+}
+
+/// The token bucket of [`KeyStore::take_submission`]: tokens left after refilling from
+/// `tokens` as of `elapsed` ago, and whether one can be taken.
+#[must_use]
+pub fn refill(tokens: Option<f64>, elapsed: Duration, per_minute: u32) -> f64 {
+    let capacity = f64::from(per_minute);
+    tokens.map_or(capacity, |tokens| {
+        (tokens + elapsed.as_secs_f64() * capacity / 60.0).min(capacity)
+    })
+}
+
+/// How long until a bucket holding `tokens` (< 1) has one.
+#[must_use]
+pub fn until_next_token(tokens: f64, per_minute: u32) -> Duration {
+    let per_second = f64::from(per_minute.max(1)) / 60.0;
+    Duration::try_from_secs_f64(((1.0 - tokens) / per_second).max(0.0)).unwrap_or(Duration::MAX)
 }
 
 /// The queue contract every backend implements and one conformance suite checks.
@@ -204,6 +247,13 @@ pub trait JobStore: KeyStore + Send + Sync + 'static {
 
     /// Number of queued jobs.
     async fn queue_depth(&self) -> Result<u64, StoreError>;
+
+    /// Number of queued jobs of `tenant`.
+    async fn queued_of(&self, tenant: Tenant) -> Result<u64, StoreError>;
+
+    /// Queued and running jobs of the `limit` busiest tenants, busiest first; the last
+    /// entry, `None`, sums all the others (metrics with a bounded label set).
+    async fn busiest_tenants(&self, limit: u32) -> Result<Vec<TenantLoad>, StoreError>;
 
     /// Deletes up to `batch` finished jobs that finished before `cutoff`; returns how many.
     /// Queued and running jobs are never deleted.
@@ -221,8 +271,11 @@ pub trait JobStore: KeyStore + Send + Sync + 'static {
     /// deep the page.
     async fn list(&self, query: &ListQuery) -> Result<Vec<JobSummary>, StoreError>;
 
-    /// Atomically moves up to `max` of the oldest queued jobs to `running` under `worker_id`,
-    /// each with a lease valid for `lease_for` and its attempt counter incremented.
+    /// Atomically moves up to `max` queued jobs to `running` under `worker_id`, each with a
+    /// lease valid for `lease_for` and its attempt counter incremented. Tenants are
+    /// interleaved: the tenant with the fewest running jobs goes first, its oldest job first,
+    /// and no tenant gets more running jobs than its `max_running` quota. With one tenant,
+    /// that is oldest first.
     async fn claim(
         &self,
         worker_id: &str,

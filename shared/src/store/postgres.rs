@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{
     decode, require_migrations, JobStore, KeyStore, Reaped, Schema, StoreError, StoreEvents,
-    StoreOptions, CANCELLED_MESSAGE, WORKER_LOST_MESSAGE,
+    StoreOptions, TenantLoad, BUCKET_RETRIES, CANCELLED_MESSAGE, WORKER_LOST_MESSAGE,
 };
 use crate::job::{
     Cancelled, ClaimedJob, Enqueued, ErrorKind, Job, JobId, JobStatus, JobSummary, Lease, Limits,
@@ -34,6 +34,8 @@ const FINISHED_CHANNEL: &str = "runbox_finished";
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// [`StoreOptions::tenant_max_running`].
+    tenant_max_running: u32,
     /// Poked when jobs go back to the queue (released, reaped); a background task turns each
     /// burst into one NOTIFY. (A new job's NOTIFY is part of its INSERT.)
     enqueued: Arc<Notify>,
@@ -104,11 +106,16 @@ impl PgStore {
         };
         Ok(Self {
             pool,
+            tenant_max_running: options.tenant_max_running,
             enqueued,
             events,
         })
     }
 }
+
+/// Queued jobs each tenant offers a claim beyond what it takes, so claimers racing for the
+/// same tenant skip each other's locked rows and still find work.
+const CLAIM_SPARE_CANDIDATES: i64 = 32;
 
 /// Lets `DATABASE_URL=postgres://…/runbox make run` work on a server where that database does
 /// not exist yet. Failures (no CREATEDB right, a race with another replica) are left to the
@@ -361,6 +368,26 @@ impl JobStore for PgStore {
         }
     }
 
+    async fn queued_of(&self, tenant: Tenant) -> Result<u64, StoreError> {
+        let depth: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'queued' AND owner = $1")
+                .bind(tenant.as_stored())
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u64::try_from(depth).unwrap_or(0))
+    }
+
+    async fn busiest_tenants(&self, limit: u32) -> Result<Vec<TenantLoad>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT owner, count(*) FILTER (WHERE status = 'queued'), \
+                 count(*) FILTER (WHERE status = 'running') FROM jobs \
+             WHERE status IN ('queued', 'running') GROUP BY owner",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(decode::busiest(rows, limit))
+    }
+
     async fn cancel(&self, id: JobId) -> Result<Cancelled, StoreError> {
         // The NOTIFY wakes requests waiting on the job; its worker sees the lease gone at its
         // next heartbeat.
@@ -453,21 +480,51 @@ impl JobStore for PgStore {
         if max == 0 {
             return Ok(Vec::new());
         }
-        // FOR UPDATE SKIP LOCKED: the subquery locks the rows it picks, and concurrent
-        // claimers skip locked rows instead of waiting on them, so each queued job goes to
-        // exactly one claimer and claimers never queue behind each other. The partial index
-        // jobs_queued_by_age serves the ORDER BY.
+        // It walks the tenants with queued jobs (a skip scan of jobs_queued_by_owner: one
+        // index seek per tenant), takes each one's oldest few, and ranks them by the tenant's
+        // running jobs plus the job's place in its tenant's line: the least served tenant
+        // first, tenants interleaved, none past its running quota (`cap`, 0 for none). Its
+        // cost grows with tenants, not queued jobs. FOR UPDATE SKIP LOCKED then locks the
+        // picked rows, and concurrent claimers skip locked rows instead of waiting on them, so
+        // each queued job goes to exactly one claimer; each tenant offers more candidates
+        // than one claim takes, so claimers racing for one tenant's line still find work.
         let rows = sqlx::query(
-            "UPDATE jobs SET status = 'running', worker_id = $1, attempt = attempt + 1, \
+            "WITH RECURSIVE owners(owner) AS ( \
+                 SELECT min(owner) FROM jobs WHERE status = 'queued' \
+                 UNION ALL \
+                 SELECT (SELECT min(owner) FROM jobs \
+                         WHERE status = 'queued' AND owner > owners.owner) \
+                 FROM owners WHERE owners.owner IS NOT NULL), \
+             tenants AS ( \
+                 SELECT owner, \
+                     (SELECT count(*) FROM jobs \
+                      WHERE status = 'running' AND jobs.owner = owners.owner) AS running, \
+                     CASE WHEN owner = '' THEN 0 ELSE coalesce( \
+                         (SELECT max_running FROM api_keys WHERE id::text = owners.owner), $5) \
+                     END AS cap \
+                 FROM owners WHERE owner IS NOT NULL), \
+             candidates AS ( \
+                 SELECT q.id, q.created_at, t.running, t.cap, \
+                     row_number() OVER (PARTITION BY t.owner ORDER BY q.created_at, q.id) AS place \
+                 FROM tenants t CROSS JOIN LATERAL ( \
+                     SELECT id, created_at FROM jobs WHERE status = 'queued' AND owner = t.owner \
+                     ORDER BY created_at, id LIMIT $6) q), \
+             picked AS ( \
+                 SELECT j.id FROM candidates c JOIN jobs j ON j.id = c.id \
+                 WHERE j.status = 'queued' AND (c.cap <= 0 OR c.running + c.place <= c.cap) \
+                 ORDER BY c.running + c.place, c.created_at, c.id \
+                 LIMIT $4 FOR UPDATE OF j SKIP LOCKED) \
+             UPDATE jobs SET status = 'running', worker_id = $1, attempt = attempt + 1, \
                  started_at = $2, lease_expires_at = $3 \
-             WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' \
-                          ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, script, timeout_ms, memory_mb, attempt, created_at, request_id",
+             FROM picked WHERE jobs.id = picked.id \
+             RETURNING jobs.id, script, timeout_ms, memory_mb, attempt, created_at, request_id",
         )
         .bind(worker_id)
         .bind(Utc::now())
         .bind(lease_deadline(lease_for))
         .bind(i64::from(max))
+        .bind(i32::try_from(self.tenant_max_running).unwrap_or(i32::MAX))
+        .bind(i64::from(max) + CLAIM_SPARE_CANDIDATES)
         .fetch_all(&self.pool)
         .await?;
         let mut claimed = rows
@@ -754,6 +811,47 @@ impl KeyStore for PgStore {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(any.is_some())
+    }
+
+    async fn take_submission(
+        &self,
+        id: KeyId,
+        per_minute: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Duration>, StoreError> {
+        // Compare-and-set on the key's row: a process whose read went stale (another took a
+        // token meanwhile) reads again, so no token is handed out twice.
+        for _ in 0..BUCKET_RETRIES {
+            let row: Option<(Option<f64>, Option<DateTime<Utc>>)> =
+                sqlx::query_as("SELECT bucket_tokens, bucket_at FROM api_keys WHERE id = $1")
+                    .bind(id.0)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            let Some((tokens, at)) = row else {
+                return Ok(None);
+            };
+            let elapsed = at.map_or(Duration::ZERO, |at| (now - at).to_std().unwrap_or_default());
+            let available = super::refill(tokens, elapsed, per_minute);
+            if available < 1.0 {
+                return Ok(Some(super::until_next_token(available, per_minute)));
+            }
+            let taken = sqlx::query(
+                "UPDATE api_keys SET bucket_tokens = $1, bucket_at = $2 \
+                 WHERE id = $3 AND bucket_tokens IS NOT DISTINCT FROM $4 \
+                     AND bucket_at IS NOT DISTINCT FROM $5",
+            )
+            .bind(available - 1.0)
+            .bind(now)
+            .bind(id.0)
+            .bind(tokens)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+            if taken.rows_affected() == 1 {
+                return Ok(None);
+            }
+        }
+        Ok(Some(Duration::from_secs(1)))
     }
 }
 

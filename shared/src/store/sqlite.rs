@@ -19,7 +19,7 @@ use tokio_util::sync::DropGuard;
 use super::signal_files::{self, Change, Listen, Signals};
 use super::{
     decode, require_migrations, JobStore, KeyStore, Reaped, Schema, StoreError, StoreEvents,
-    StoreOptions, CANCELLED_MESSAGE, WORKER_LOST_MESSAGE,
+    StoreOptions, TenantLoad, BUCKET_RETRIES, CANCELLED_MESSAGE, WORKER_LOST_MESSAGE,
 };
 use crate::job::{
     Cancelled, ClaimedJob, Enqueued, ErrorKind, Job, JobId, JobStatus, JobSummary, Lease, Limits,
@@ -33,6 +33,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// [`StoreOptions::tenant_max_running`].
+    tenant_max_running: u32,
     events: Option<StoreEvents>,
     /// Raised after commits that queue or finish jobs; `None` when the files cannot be
     /// written (other processes then find those changes by their backstop poll).
@@ -95,6 +97,7 @@ impl SqliteStore {
         if in_memory(&url) {
             return Ok(Self {
                 pool,
+                tenant_max_running: options.tenant_max_running,
                 events: None,
                 signals: None,
                 _watch: None,
@@ -119,6 +122,7 @@ impl SqliteStore {
         let checkpoints = checkpoint_in_background(pool.clone(), &database);
         Ok(Self {
             pool,
+            tenant_max_running: options.tenant_max_running,
             events,
             signals,
             _watch: watch,
@@ -403,6 +407,25 @@ impl JobStore for SqliteStore {
         Ok(u64::try_from(depth).unwrap_or(0))
     }
 
+    async fn queued_of(&self, tenant: Tenant) -> Result<u64, StoreError> {
+        let depth: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'queued' AND owner = ?1")
+                .bind(tenant.as_stored())
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u64::try_from(depth).unwrap_or(0))
+    }
+
+    async fn busiest_tenants(&self, limit: u32) -> Result<Vec<TenantLoad>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT owner, sum(status = 'queued'), sum(status = 'running') FROM jobs \
+             WHERE status IN ('queued', 'running') GROUP BY owner",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(decode::busiest(rows, limit))
+    }
+
     async fn delete_finished_before(
         &self,
         cutoff: DateTime<Utc>,
@@ -472,18 +495,44 @@ impl JobStore for SqliteStore {
             return Ok(Vec::new());
         }
         // One statement: SQLite runs it under its single writer lock, so two workers can never
-        // both move the same queued row to running. The partial index serves the subquery.
+        // both move the same queued row to running. It walks the tenants with queued jobs
+        // (a skip scan of jobs_queued_by_owner: one index seek per tenant), takes each one's
+        // oldest `max`, and ranks them by the tenant's running jobs plus the job's place in its
+        // tenant's line: the least served tenant first, tenants interleaved, none past its
+        // running quota (`cap`, 0 for none). Its cost grows with tenants, not queued jobs.
         let rows = sqlx::query(
-            "UPDATE jobs SET status = 'running', worker_id = ?1, attempt = attempt + 1, \
+            "WITH RECURSIVE owners(owner) AS ( \
+                 SELECT min(owner) FROM jobs WHERE status = 'queued' \
+                 UNION ALL \
+                 SELECT (SELECT min(owner) FROM jobs \
+                         WHERE status = 'queued' AND owner > owners.owner) \
+                 FROM owners WHERE owners.owner IS NOT NULL), \
+             tenants AS ( \
+                 SELECT owner, \
+                     (SELECT count(*) FROM jobs \
+                      WHERE status = 'running' AND jobs.owner = owners.owner) AS running, \
+                     CASE WHEN owner = '' THEN 0 ELSE coalesce( \
+                         (SELECT max_running FROM api_keys WHERE id = owners.owner), ?5) \
+                     END AS cap \
+                 FROM owners WHERE owner IS NOT NULL), \
+             candidates AS ( \
+                 SELECT j.id, j.created_at, t.running, t.cap, \
+                     row_number() OVER (PARTITION BY t.owner ORDER BY j.created_at, j.id) AS place \
+                 FROM tenants t JOIN jobs j ON j.id IN ( \
+                     SELECT id FROM jobs WHERE status = 'queued' AND owner = t.owner \
+                     ORDER BY created_at, id LIMIT ?4)) \
+             UPDATE jobs SET status = 'running', worker_id = ?1, attempt = attempt + 1, \
                  started_at = ?2, lease_expires_at = ?3 \
-             WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' \
-                          ORDER BY created_at LIMIT ?4) \
+             WHERE id IN (SELECT id FROM candidates \
+                          WHERE cap <= 0 OR running + place <= cap \
+                          ORDER BY running + place, created_at, id LIMIT ?4) \
              RETURNING id, script, timeout_ms, memory_mb, attempt, created_at, request_id",
         )
         .bind(worker_id)
         .bind(timestamp(Utc::now()))
         .bind(lease_deadline(lease_for))
         .bind(i64::from(max))
+        .bind(i64::from(self.tenant_max_running))
         .fetch_all(&self.pool)
         .await?;
         let mut claimed = rows
@@ -768,6 +817,49 @@ impl KeyStore for SqliteStore {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(any.is_some())
+    }
+
+    async fn take_submission(
+        &self,
+        id: KeyId,
+        per_minute: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Duration>, StoreError> {
+        // Compare-and-set on the key's row: a process whose read went stale (another took a
+        // token meanwhile) reads again, so no token is handed out twice.
+        for _ in 0..BUCKET_RETRIES {
+            let row: Option<(Option<f64>, Option<String>)> =
+                sqlx::query_as("SELECT bucket_tokens, bucket_at FROM api_keys WHERE id = ?1")
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await?;
+            let Some((tokens, at)) = row else {
+                return Ok(None);
+            };
+            let elapsed = match at.as_deref().map(parse_timestamp).transpose()? {
+                Some(at) => (now - at).to_std().unwrap_or_default(),
+                None => Duration::ZERO,
+            };
+            let available = super::refill(tokens, elapsed, per_minute);
+            if available < 1.0 {
+                return Ok(Some(super::until_next_token(available, per_minute)));
+            }
+            let taken = sqlx::query(
+                "UPDATE api_keys SET bucket_tokens = ?1, bucket_at = ?2 \
+                 WHERE id = ?3 AND bucket_tokens IS ?4 AND bucket_at IS ?5",
+            )
+            .bind(available - 1.0)
+            .bind(timestamp(now))
+            .bind(id.to_string())
+            .bind(tokens)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+            if taken.rows_affected() == 1 {
+                return Ok(None);
+            }
+        }
+        Ok(Some(Duration::from_secs(1)))
     }
 }
 

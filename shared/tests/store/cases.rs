@@ -10,7 +10,7 @@ use shared::job::{
     Cancelled, Enqueued, ErrorKind, Failure, Idempotency, JobId, JobStatus, Lease, Limits,
     ListCursor, ListQuery, NewJob, Outcome, Output, SourcePosition, Usage,
 };
-use shared::store::{JobStore, Reaped, Schema, StoreError, StoreEvents, StoreOptions};
+use shared::store::{JobStore, Reaped, Schema, StoreError, StoreEvents, StoreOptions, TenantLoad};
 use shared::tenant::{ApiKey, HashedKey, KeyId, QuotaOverrides, Revoked, Tenant};
 use tokio::sync::{broadcast, watch};
 
@@ -1045,4 +1045,154 @@ pub(crate) async fn idempotency_keys_are_per_tenant(f: &Fixture) {
             same_request: true
         }
     );
+}
+
+/// Queues `n` jobs of `tenant`, a little apart so their age order is clear.
+async fn enqueue_for(store: &dyn JobStore, tenant: Tenant, n: usize) -> Vec<JobId> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let job = NewJob {
+            tenant,
+            ..new_job(&format!("def main():\n    return {i}\n"))
+        };
+        store.enqueue(&job).await.expect("enqueue");
+        ids.push(job.id);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    ids
+}
+
+async fn claim_one(store: &dyn JobStore) -> Option<JobId> {
+    let claimed = store.claim("w", 1, LEASE).await.expect("claim");
+    claimed.first().map(|job| job.lease.job_id)
+}
+
+pub(crate) async fn claims_interleave_tenants_least_served_first(f: &Fixture) {
+    let store = f.store.as_ref();
+    let a = Tenant::key(KeyId::new());
+    let b = Tenant::key(KeyId::new());
+    let a_jobs = enqueue_for(store, a, 5).await;
+    let b_jobs = enqueue_for(store, b, 1).await;
+    // Both have nothing running: the older job goes first. Then B has fewer running.
+    assert_eq!(claim_one(store).await, Some(a_jobs[0]));
+    assert_eq!(claim_one(store).await, Some(b_jobs[0]));
+    assert_eq!(claim_one(store).await, Some(a_jobs[1]));
+    // One claim of several takes turns between tenants too.
+    let c = Tenant::key(KeyId::new());
+    let c_jobs = enqueue_for(store, c, 3).await;
+    let claimed: Vec<JobId> = store
+        .claim("w", 3, LEASE)
+        .await
+        .expect("claim")
+        .iter()
+        .map(|job| job.lease.job_id)
+        .collect();
+    assert_eq!(claimed.len(), 3);
+    assert!(
+        claimed.contains(&c_jobs[0]) && claimed.contains(&c_jobs[1]),
+        "{claimed:?}"
+    );
+    assert!(claimed.contains(&a_jobs[2]), "{claimed:?}");
+}
+
+pub(crate) async fn claims_keep_each_tenant_within_its_running_quota(f: &Fixture) {
+    let store = f.store.as_ref();
+    let mut capped = api_key("capped", "hash-capped");
+    capped.key.quotas.max_running = Some(1);
+    store.create_key(&capped).await.expect("create");
+    let tenant = Tenant::key(capped.key.id);
+    enqueue_for(store, tenant, 3).await;
+    let first = store.claim("w", 3, LEASE).await.expect("claim");
+    assert_eq!(first.len(), 1, "a quota of one running job");
+    assert!(store.claim("w", 3, LEASE).await.expect("claim").is_empty());
+    store
+        .finish(&first[0].lease, &success("1"))
+        .await
+        .expect("finish");
+    assert_eq!(store.claim("w", 3, LEASE).await.expect("claim").len(), 1);
+
+    // The server's default applies to keys without their own; jobs of no key have none.
+    let options = StoreOptions {
+        tenant_max_running: 2,
+        ..StoreOptions::default()
+    };
+    let defaulted = shared::store::connect(&f.url, Schema::Migrate, &options)
+        .await
+        .expect("connect");
+    let plain = Tenant::key(KeyId::new());
+    enqueue_for(store, plain, 4).await;
+    enqueue_for(store, Tenant::NONE, 4).await;
+    let mut tenants = Vec::new();
+    for job in defaulted.claim("w", 10, LEASE).await.expect("claim") {
+        let job = store
+            .get(job.lease.job_id)
+            .await
+            .expect("get")
+            .expect("present");
+        tenants.push(job.tenant);
+    }
+    let of = |tenant: Tenant| tenants.iter().filter(|t| **t == tenant).count();
+    assert_eq!(of(plain), 2, "the default quota");
+    assert_eq!(of(Tenant::NONE), 4, "no quota without a key");
+    assert_eq!(of(tenant), 0, "the key's own quota is still full");
+}
+
+pub(crate) async fn the_submission_bucket_refuses_past_its_rate_and_refills(f: &Fixture) {
+    let store = f.store.as_ref();
+    let key = api_key("bursty", "hash-bursty");
+    store.create_key(&key).await.expect("create");
+    let id = key.key.id;
+    let start = Utc::now();
+    for _ in 0..3 {
+        assert_eq!(
+            store.take_submission(id, 3, start).await.expect("take"),
+            None
+        );
+    }
+    let wait = store
+        .take_submission(id, 3, start)
+        .await
+        .expect("take")
+        .expect("the bucket is empty");
+    assert!(
+        wait > Duration::from_secs(19) && wait <= Duration::from_secs(20),
+        "one token every 20 s: {wait:?}"
+    );
+    let later = start + chrono::Duration::seconds(20);
+    assert_eq!(
+        store.take_submission(id, 3, later).await.expect("take"),
+        None
+    );
+    assert!(store
+        .take_submission(id, 3, later)
+        .await
+        .expect("take")
+        .is_some());
+}
+
+pub(crate) async fn the_busiest_tenants_are_counted_and_the_rest_summed(f: &Fixture) {
+    let store = f.store.as_ref();
+    let a = Tenant::key(KeyId::new());
+    let b = Tenant::key(KeyId::new());
+    enqueue_for(store, a, 3).await;
+    enqueue_for(store, b, 2).await;
+    enqueue_for(store, Tenant::NONE, 1).await;
+    store.claim("w", 1, LEASE).await.expect("claim");
+    let loads = store.busiest_tenants(1).await.expect("count");
+    assert_eq!(
+        loads,
+        vec![
+            TenantLoad {
+                tenant: Some(a),
+                queued: 2,
+                running: 1
+            },
+            TenantLoad {
+                tenant: None,
+                queued: 3,
+                running: 0
+            },
+        ]
+    );
+    assert_eq!(store.queued_of(b).await.expect("count"), 2);
 }

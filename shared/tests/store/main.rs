@@ -100,6 +100,10 @@ macro_rules! store_cases {
                 two_keys_cannot_share_a_hash,
                 jobs_keep_their_tenant_and_list_by_it,
                 idempotency_keys_are_per_tenant,
+                claims_interleave_tenants_least_served_first,
+                claims_keep_each_tenant_within_its_running_quota,
+                the_submission_bucket_refuses_past_its_rate_and_refills,
+                the_busiest_tenants_are_counted_and_the_rest_summed,
             );
         }
     };

@@ -150,9 +150,9 @@ pub(crate) struct Options {
     pub worker_env: Vec<(&'static str, String)>,
     /// Write every process's JSON logs at `info` to files that [`TestApp::logs`] reads.
     pub capture_logs: bool,
-    /// API keys made with `api keys create --name NAME [--admin]` before the API starts; their
-    /// secrets are in [`TestApp::keys`], in this order.
-    pub api_keys: Vec<(&'static str, bool)>,
+    /// API keys made before the API starts, each with `api keys create` and these arguments
+    /// (`--name alice --max-queued 3`); their secrets are in [`TestApp::keys`], in this order.
+    pub api_keys: Vec<&'static str>,
 }
 
 impl Default for Options {
@@ -164,6 +164,48 @@ impl Default for Options {
             worker_env: Vec::new(),
             capture_logs: false,
             api_keys: Vec::new(),
+        }
+    }
+}
+
+/// A second API process on an app's database, stopped when dropped.
+pub(crate) struct ExtraApi {
+    pub base: String,
+    _process: Child,
+}
+
+impl TestApp {
+    /// Starts another API process on this app's database, with `env` on top of the first's
+    /// settings, and waits until it is ready.
+    pub(crate) async fn start_another_api(&self, env: &[(&'static str, String)]) -> ExtraApi {
+        let port = free_port();
+        let process = service(&bin_dir().join("api"))
+            .env("DATABASE_URL", &self.database_url)
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start api");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(response) = self.client.get(format!("{base}/ready")).send().await {
+                if response.status() == StatusCode::OK {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the second api did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ExtraApi {
+            base,
+            _process: process,
         }
     }
 }
@@ -195,11 +237,9 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
         }
     };
     let mut keys = Vec::new();
-    for (name, admin) in &options.api_keys {
-        let mut args = vec!["keys", "create", "--name", name];
-        if *admin {
-            args.push("--admin");
-        }
+    for arguments in &options.api_keys {
+        let mut args = vec!["keys", "create"];
+        args.extend(arguments.split_whitespace());
         let created = api_command(&database_url, &args).await;
         assert!(created.status.success(), "api keys create: {created:?}");
         keys.push(
