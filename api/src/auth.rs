@@ -63,6 +63,15 @@ impl AuthMode {
     }
 }
 
+/// Who may read `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsAuth {
+    /// Anyone who reaches the port (scrapers on a private network).
+    Open,
+    /// Only holders of an admin key, whatever `AUTH` says (the per-tenant series name keys).
+    Admin,
+}
+
 /// A freshly made key's secret, shown once and never stored.
 pub struct Secret(String);
 
@@ -166,6 +175,8 @@ pub struct Authenticator {
     mode: AuthMode,
     /// Path templates of the routes that need a key.
     keyed: HashSet<String>,
+    /// Path templates of the routes that need an admin key, whatever `mode` says.
+    admin_only: HashSet<String>,
     store: Arc<dyn JobStore>,
     cache: Mutex<KeyCache>,
 }
@@ -175,10 +186,16 @@ type KeyCache = HashMap<String, (Instant, Option<Arc<HashedKey>>)>;
 
 impl Authenticator {
     #[must_use]
-    pub fn new(mode: AuthMode, keyed: HashSet<String>, store: Arc<dyn JobStore>) -> Self {
+    pub fn new(
+        mode: AuthMode,
+        keyed: HashSet<String>,
+        admin_only: HashSet<String>,
+        store: Arc<dyn JobStore>,
+    ) -> Self {
         Self {
             mode,
             keyed,
+            admin_only,
             store,
             cache: Mutex::new(HashMap::new()),
         }
@@ -198,6 +215,11 @@ impl Authenticator {
         if self.mode == AuthMode::Off {
             return Ok(Caller::Anyone);
         }
+        self.key(authorization).await.map(Caller::Key)
+    }
+
+    /// The unrevoked key an `Authorization` header carries.
+    async fn key(&self, authorization: Option<&[u8]>) -> Result<Arc<ApiKey>, ApiError> {
         let header = authorization.ok_or(ApiError::Unauthenticated(Unauthenticated::Missing))?;
         let secret =
             bearer_token(header).ok_or(ApiError::Unauthenticated(Unauthenticated::Malformed))?;
@@ -205,7 +227,7 @@ impl Authenticator {
         match self.lookup(&presented).await? {
             // The index lookup found the row; the decision itself compares in constant time.
             Some(stored) if bool::from(stored.hash.as_bytes().ct_eq(presented.as_bytes())) => {
-                Ok(Caller::Key(Arc::new(stored.key.clone())))
+                Ok(Arc::new(stored.key.clone()))
             }
             _ => Err(ApiError::Unauthenticated(Unauthenticated::Invalid)),
         }
@@ -251,27 +273,31 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let keyed = request
+    let path = request
         .extensions()
         .get::<MatchedPath>()
-        .is_some_and(|path| authenticator.keyed.contains(path.as_str()));
-    if !keyed {
-        return Ok(next.run(request).await);
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_default();
+    let authorization = request
+        .headers()
+        .get(AUTHORIZATION)
+        .map(axum::http::HeaderValue::as_bytes);
+    let counted = |e: ApiError| {
+        if let ApiError::Unauthenticated(reason) = &e {
+            crate::metrics::request_rejected(reason.as_str());
+        }
+        e
+    };
+    if authenticator.admin_only.contains(&path) {
+        let key = authenticator.key(authorization).await.map_err(counted)?;
+        if !key.admin {
+            crate::metrics::request_rejected("not_admin");
+            return Err(ApiError::AdminOnly);
+        }
+    } else if authenticator.keyed.contains(&path) {
+        let caller = authenticator.caller(authorization).await.map_err(counted)?;
+        request.extensions_mut().insert(caller);
     }
-    let caller = authenticator
-        .caller(
-            request
-                .headers()
-                .get(AUTHORIZATION)
-                .map(axum::http::HeaderValue::as_bytes),
-        )
-        .await
-        .inspect_err(|e| {
-            if let ApiError::Unauthenticated(reason) = e {
-                crate::metrics::request_rejected(reason.as_str());
-            }
-        })?;
-    request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }
 

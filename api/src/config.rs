@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use shared::config::{LogConfig, StoreConfig};
 
-use crate::auth::AuthMode;
+use crate::auth::{AuthMode, MetricsAuth};
 use crate::keys_command::Command;
 use crate::quota::QuotaDefaults;
 
@@ -39,6 +39,11 @@ pub struct ApiConfig {
     /// `off` when HOST is a loopback address, `required` otherwise.
     #[arg(long, env = "AUTH", value_enum)]
     pub auth: Option<AuthMode>,
+
+    /// Who may read `/metrics`: `open` (anyone who reaches the port) or `admin` (an admin API
+    /// key as a bearer token, whatever AUTH says).
+    #[arg(long, env = "METRICS_AUTH", value_enum, default_value = "open")]
+    pub metrics_auth: MetricsAuth,
 
     /// Port to listen on.
     #[arg(long, env = "PORT", default_value_t = 8080)]

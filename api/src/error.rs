@@ -54,6 +54,8 @@ pub enum ApiError {
     AlreadyFinished { id: String, status: &'static str },
     #[error("{}", unauthenticated_message(*.0))]
     Unauthenticated(Unauthenticated),
+    #[error("this route needs an admin API key (METRICS_AUTH=admin)")]
+    AdminOnly,
     #[error("{}", quota_message(.0))]
     QuotaExceeded(QuotaExceeded),
     #[error("the job store is unavailable")]
@@ -81,6 +83,7 @@ impl ApiError {
             Self::AlreadyFinished { .. } => StatusCode::CONFLICT,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::AdminOnly => StatusCode::FORBIDDEN,
             Self::JobNotFound(_) | Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Busy | Self::StoreUnavailable(_) | Self::Overloaded => {
@@ -109,6 +112,7 @@ impl ApiError {
             Self::AlreadyFinished { .. } => "already_finished",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::QuotaExceeded(_) => "quota_exceeded",
+            Self::AdminOnly => "forbidden",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::Internal(_) => "internal_error",
         }
@@ -183,6 +187,7 @@ impl ApiError {
                 retry_after: std::time::Duration::ZERO,
             }),
             Self::Unauthenticated(Unauthenticated::Missing),
+            Self::AdminOnly,
             Self::Internal(text()),
             Self::Busy,
             Self::Overloaded,

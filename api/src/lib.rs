@@ -119,12 +119,17 @@ pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> App {
         cancel_on_disconnect: config.execute_cancel_on_disconnect,
         metrics: metrics::exporter(Arc::clone(&store)),
         // Plain data with string keys: serializing it cannot fail.
-        openapi: serde_json::to_vec(&routes::document(&config.limits, config.auth_mode()))
-            .expect("the API description serializes")
-            .into(),
+        openapi: serde_json::to_vec(&routes::document(
+            &config.limits,
+            config.auth_mode(),
+            config.metrics_auth,
+        ))
+        .expect("the API description serializes")
+        .into(),
         auth: Arc::new(Authenticator::new(
             config.auth_mode(),
             routes::keyed_paths(),
+            routes::admin_paths(config.metrics_auth),
             Arc::clone(&store),
         )),
         store,

@@ -17,7 +17,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{self, AuthMode};
+use crate::auth::{self, AuthMode, MetricsAuth};
 use crate::config::RequestLimits;
 use crate::error::ApiError;
 use crate::metrics;
@@ -49,6 +49,9 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
 /// description and the pages stay open to anyone who reaches the port.
 const KEYED_TAGS: [&str; 2] = ["jobs", "scripts"];
 
+/// Where the API serves its metrics.
+const METRICS_PATH: &str = "/metrics";
+
 /// The path templates (`/jobs/{id}`) whose operations need a key when keys are required.
 #[must_use]
 pub fn keyed_paths() -> HashSet<String> {
@@ -68,11 +71,33 @@ pub fn keyed_paths() -> HashSet<String> {
         .collect()
 }
 
+/// The path templates that need an admin key: `/metrics` with `METRICS_AUTH=admin`.
+#[must_use]
+pub fn admin_paths(metrics: MetricsAuth) -> HashSet<String> {
+    match metrics {
+        MetricsAuth::Open => HashSet::new(),
+        MetricsAuth::Admin => HashSet::from([METRICS_PATH.to_owned()]),
+    }
+}
+
 /// The OpenAPI document of these routes as this server runs them.
 #[must_use]
-pub fn document(limits: &RequestLimits, auth: AuthMode) -> utoipa::openapi::OpenApi {
-    let keyed = (auth == AuthMode::Required).then(keyed_paths);
-    openapi::complete(api_routes().into_openapi(), limits, keyed.as_ref())
+pub fn document(
+    limits: &RequestLimits,
+    auth: AuthMode,
+    metrics: MetricsAuth,
+) -> utoipa::openapi::OpenApi {
+    let mut keyed = if auth == AuthMode::Required {
+        keyed_paths()
+    } else {
+        HashSet::new()
+    };
+    keyed.extend(admin_paths(metrics));
+    openapi::complete(
+        api_routes().into_openapi(),
+        limits,
+        (!keyed.is_empty()).then_some(&keyed),
+    )
 }
 
 /// All routes of the API, with JSON answers for unknown routes and methods.
@@ -129,7 +154,8 @@ mod tests {
 
     #[test]
     fn request_body_shows_the_servers_limits() {
-        let document = serde_json::to_value(document(&LIMITS, AuthMode::Off)).expect("serializes");
+        let document = serde_json::to_value(document(&LIMITS, AuthMode::Off, MetricsAuth::Open))
+            .expect("serializes");
         let body = &document["components"]["schemas"]["ScriptRequest"]["properties"];
         assert_eq!(body["timeout"]["default"], 5.0);
         assert_eq!(body["timeout"]["exclusiveMinimum"], 0.0);
@@ -143,7 +169,8 @@ mod tests {
 
     #[test]
     fn the_status_filter_of_the_job_list_is_the_closed_set_of_statuses() {
-        let document = serde_json::to_value(document(&LIMITS, AuthMode::Off)).expect("serializes");
+        let document = serde_json::to_value(document(&LIMITS, AuthMode::Off, MetricsAuth::Open))
+            .expect("serializes");
         let parameters = document["paths"]["/jobs"]["get"]["parameters"]
             .as_array()
             .expect("parameters");
@@ -168,7 +195,8 @@ mod tests {
 
     #[test]
     fn every_operation_takes_and_answers_a_request_id() {
-        let document = serde_json::to_value(document(&LIMITS, AuthMode::Off)).expect("serializes");
+        let document = serde_json::to_value(document(&LIMITS, AuthMode::Off, MetricsAuth::Open))
+            .expect("serializes");
         let operations = operations(&document);
         assert!(operations.len() >= 11);
         for (name, operation) in operations {

@@ -436,3 +436,20 @@ async fn server_default_quotas_apply_to_keys_without_their_own_and_never_without
         assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
     }
 }
+
+#[tokio::test]
+async fn metrics_can_be_kept_to_admin_keys_whatever_auth_says() {
+    for auth in ["required", "off"] {
+        let api = without_worker(&["--auth", auth, "--metrics-auth", "admin"]).await;
+        let (plain, _) = api.key("plain", false).await;
+        let (admin, _) = api.key("ops", true).await;
+        let anonymous = api.get("/metrics").await;
+        assert_unauthenticated(&anonymous, "metrics without a key");
+        let refused = api.as_key(&plain, Method::GET, "/metrics", None).await;
+        refused.assert_error(StatusCode::FORBIDDEN, "forbidden");
+        let allowed = api.as_key(&admin, Method::GET, "/metrics", None).await;
+        assert_eq!(allowed.status, StatusCode::OK, "AUTH={auth}: {}", allowed.text);
+        assert!(allowed.text.contains("runbox_tenant_jobs"), "{}", allowed.text);
+        assert_eq!(api.get("/health").await.status, StatusCode::OK);
+    }
+}
