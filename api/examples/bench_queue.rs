@@ -102,6 +102,7 @@ async fn pre_insert(store: &Arc<dyn JobStore>, n: usize) -> anyhow::Result<()> {
                         idempotency: None,
                         request_id: None,
                         tenant: Tenant::NONE,
+                        args: None,
                     })
                     .await?;
             }

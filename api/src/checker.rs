@@ -32,11 +32,16 @@ impl ScriptChecker {
         }
     }
 
-    /// Checks `script` on a dedicated thread.
+    /// Checks `script`, its `main` called with keyword arguments of these `names`, on a
+    /// dedicated thread.
     ///
     /// # Errors
     /// The script's 400, or 503 when validation capacity stays busy.
-    pub async fn check(&self, script: String) -> Result<MainSignature, ApiError> {
+    pub async fn check(
+        &self,
+        script: String,
+        names: Vec<String>,
+    ) -> Result<MainSignature, ApiError> {
         let _slot = tokio::time::timeout(QUEUE_WAIT, self.slots.acquire())
             .await
             .map_err(|_| ApiError::Busy)?
@@ -48,7 +53,7 @@ impl ScriptChecker {
             .stack_size(STACK_BYTES)
             .spawn(move || {
                 let started = Instant::now();
-                let verdict = pycheck::check(&script, &limits);
+                let verdict = pycheck::check_call(&script, &limits, &names);
                 crate::metrics::script_validated(started.elapsed(), verdict.as_ref().err());
                 let _ = tx.send(verdict);
             })

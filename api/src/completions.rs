@@ -172,6 +172,7 @@ mod tests {
             idempotency: None,
             request_id: None,
             tenant: Tenant::NONE,
+            args: None,
         };
         store.enqueue(&job).await.expect("enqueue");
         let mut claimed = store.claim("worker", 1, LEASE).await.expect("claim");

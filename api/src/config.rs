@@ -146,15 +146,21 @@ pub struct RequestLimits {
     /// Largest memory a request may ask for, in MiB.
     #[arg(long, env = "MAX_MEMORY_MB", default_value_t = 1024)]
     pub max_memory_mb: u32,
+
+    /// Largest `args` object, in bytes of its JSON text.
+    #[arg(long, env = "MAX_ARGS_BYTES", default_value_t = 64 * 1024)]
+    pub max_args_bytes: usize,
 }
 
 impl RequestLimits {
     /// Largest request body read: room for the script JSON-escaped (a character can take up
-    /// to six bytes as `\uXXXX`) plus the other fields. Larger bodies get a 413 unread.
+    /// to six bytes as `\uXXXX`), the args, and the other fields. Larger bodies get a 413
+    /// unread.
     #[must_use]
     pub fn max_body_bytes(&self) -> usize {
         self.max_script_bytes
             .saturating_mul(6)
+            .saturating_add(self.max_args_bytes)
             .saturating_add(64 * 1024)
     }
 }

@@ -36,6 +36,10 @@ pub struct ScriptRequestBody {
     timeout: Option<f64>,
     /// Memory limit of the job, in MiB.
     memory_mb: Option<u32>,
+    /// Keyword arguments for `main`: `main(**args)`. Each name must be a parameter of `main`
+    /// (unless it takes `**kwargs`), and every parameter without a default must be given.
+    /// Numbers of any size and strings arrive exactly as sent.
+    args: Option<serde_json::Map<String, Value>>,
 }
 
 /// A checked request to run a script.
@@ -43,6 +47,29 @@ pub struct ScriptRequestBody {
 pub struct ScriptRequest {
     pub script: String,
     pub limits: Limits,
+    pub args: Option<Args>,
+}
+
+/// A request's `args`: the object's text exactly as sent, and its names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    pub text: String,
+    pub names: Vec<String>,
+}
+
+impl Args {
+    /// The names, as the checker takes them.
+    #[must_use]
+    pub fn names(args: Option<&Self>) -> Vec<String> {
+        args.map(|a| a.names.clone()).unwrap_or_default()
+    }
+}
+
+/// `args` as it appears in the body, unparsed, so big integers and escapes stay exact.
+#[derive(serde::Deserialize)]
+struct RawArgs<'a> {
+    #[serde(borrow)]
+    args: Option<&'a serde_json::value::RawValue>,
 }
 
 impl FromRequest<AppState> for ScriptRequest {
@@ -153,12 +180,37 @@ pub fn parse(body: &[u8], limits: &RequestLimits) -> Result<ScriptRequest, ApiEr
                 ),
             )
         })?;
+    let args = match fields.get("args") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(object)) => {
+            let raw: RawArgs =
+                serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+            let text = raw.args.map(|raw| raw.get().to_owned()).unwrap_or_default();
+            if text.len() > limits.max_args_bytes {
+                return Err(ApiError::TooLarge {
+                    what: "args",
+                    limit: limits.max_args_bytes,
+                });
+            }
+            Some(Args {
+                text,
+                names: object.keys().cloned().collect(),
+            })
+        }
+        Some(_) => {
+            return Err(invalid(
+                "args",
+                "`args` must be a JSON object of keyword arguments for `main`",
+            ))
+        }
+    };
     Ok(ScriptRequest {
         script,
         limits: Limits {
             timeout: Duration::from_secs_f64(timeout),
             memory_mb,
         },
+        args,
     })
 }
 
@@ -173,6 +225,7 @@ mod tests {
         default_memory_mb: 256,
         min_memory_mb: 32,
         max_memory_mb: 1024,
+        max_args_bytes: 100,
     };
 
     fn field_of(result: &Result<ScriptRequest, ApiError>) -> Option<&'static str> {
@@ -265,5 +318,60 @@ mod tests {
             parse(body.as_bytes(), &LIMITS),
             Err(ApiError::TooLarge { what: "script", .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod args_tests {
+    use super::*;
+
+    const LIMITS: RequestLimits = RequestLimits {
+        max_script_bytes: 1000,
+        default_timeout_secs: 10.0,
+        max_timeout_secs: 60.0,
+        default_memory_mb: 256,
+        min_memory_mb: 32,
+        max_memory_mb: 1024,
+        max_args_bytes: 100,
+    };
+
+    #[test]
+    fn args_keep_their_text_exactly_and_list_their_names() {
+        let body =
+            br#"{"script": "x", "args": {"n": 123456789012345678901234567890, "s": "\u00e9\n"}}"#;
+        let request = parse(body, &LIMITS).expect("valid");
+        let args = request.args.expect("args");
+        assert_eq!(
+            args.text,
+            r#"{"n": 123456789012345678901234567890, "s": "\u00e9\n"}"#
+        );
+        assert_eq!(args.names, ["n", "s"]);
+    }
+
+    #[test]
+    fn args_must_be_an_object_within_the_size_limit() {
+        for body in [
+            &br#"{"script": "x", "args": [1, 2]}"#[..],
+            br#"{"script": "x", "args": "n=1"}"#,
+            br#"{"script": "x", "args": 3}"#,
+        ] {
+            match parse(body, &LIMITS) {
+                Err(ApiError::InvalidField { field: "args", .. }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        let big = format!(
+            r#"{{"script": "x", "args": {{"s": "{}"}}}}"#,
+            "a".repeat(100)
+        );
+        assert!(matches!(
+            parse(big.as_bytes(), &LIMITS),
+            Err(ApiError::TooLarge {
+                what: "args",
+                limit: 100
+            })
+        ));
+        let none = parse(br#"{"script": "x", "args": null}"#, &LIMITS).expect("valid");
+        assert_eq!(none.args, None);
     }
 }

@@ -13,7 +13,7 @@ use shared::store::JobStore;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::quota;
-use crate::request::ScriptRequest;
+use crate::request::{Args, ScriptRequest};
 use crate::state::AppState;
 use crate::REQUEST_ID;
 
@@ -44,6 +44,10 @@ fn request_hash(request: &ScriptRequest) -> String {
     hasher.update(request.script.as_bytes());
     hasher.update(request.limits.timeout.as_millis().to_le_bytes());
     hasher.update(request.limits.memory_mb.to_le_bytes());
+    if let Some(args) = &request.args {
+        hasher.update(b"args");
+        hasher.update(args.text.as_bytes());
+    }
     hasher
         .finalize()
         .iter()
@@ -58,7 +62,10 @@ pub(crate) async fn submit(
     request: ScriptRequest,
 ) -> Result<Submitted, ApiError> {
     let key = idempotency_key(headers)?;
-    state.checker.check(request.script.clone()).await?;
+    state
+        .checker
+        .check(request.script.clone(), Args::names(request.args.as_ref()))
+        .await?;
     if let Caller::Key(api_key) = caller {
         quota::admit(state, api_key, &request.limits).await?;
     }
@@ -84,6 +91,7 @@ pub(crate) async fn submit(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         tenant: caller.tenant(),
+        args: request.args.map(|args| args.text),
     };
     match state.store.enqueue(&job).await? {
         Enqueued::Created => {

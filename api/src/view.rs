@@ -30,6 +30,9 @@ pub struct JobView<'a> {
     pub started_at: Option<String>,
     #[schema(format = DateTime, required)]
     pub finished_at: Option<String>,
+    /// The keyword arguments `main` is called with, exactly as sent; null when none.
+    #[schema(value_type = Option<Object>, required)]
+    pub args: Option<&'a RawValue>,
     /// What `main()` returned, once the job succeeded.
     #[schema(value_type = serde_json::Value, required)]
     pub result: Option<&'a RawValue>,
@@ -210,6 +213,7 @@ impl<'a> JobView<'a> {
             created_at: rfc3339(job.created_at),
             started_at: job.started_at.map(rfc3339),
             finished_at: job.finished_at.map(rfc3339),
+            args: job.args.as_deref(),
             result: job.result.as_deref(),
             stdout: job.stdout.as_ref().map(|o| o.text.as_str()),
             stdout_truncated: job.stdout.as_ref().is_some_and(|o| o.truncated),
@@ -349,6 +353,7 @@ mod tests {
             usage: Usage::default(),
             request_id: None,
             tenant: Tenant::NONE,
+            args: None,
         }
     }
 

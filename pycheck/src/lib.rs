@@ -49,8 +49,23 @@ pub const MIN_STACK_BYTES: usize = 8 * 1024 * 1024;
 /// A [`Diagnostic`]: a syntax error with CPython's message and position, no usable `main`, or a
 /// `main` with parameters that need arguments.
 pub fn check(source: &str, limits: &Limits) -> Result<MainSignature, Diagnostic> {
+    check_call(source, limits, &[])
+}
+
+/// [`check`] for a `main` called with keyword arguments of these `names` (`main(**args)`)
+/// instead of none.
+///
+/// # Errors
+/// As [`check`], and a `main` whose parameters do not take exactly these names.
+pub fn check_call(
+    source: &str,
+    limits: &Limits,
+    names: &[String],
+) -> Result<MainSignature, Diagnostic> {
     let body = parse_module(source, limits)?;
-    main_def::find_main(&body)
+    let main = main_def::find_main(&body)?;
+    main.check_call(names)?;
+    Ok(main)
 }
 
 /// Checks only that `source` parses as a Python module, with the same limits and errors as

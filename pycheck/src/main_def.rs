@@ -52,18 +52,108 @@ enum Binding<'a> {
     Deleted,
 }
 
+impl MainSignature {
+    /// Checks that `main(**args)` binds, for `args` with these `names`: each names a
+    /// parameter that takes a keyword (or `main` has `**kwargs`), and every parameter without
+    /// a default is named.
+    ///
+    /// # Errors
+    /// A [`Problem::MainParameters`](crate::Problem) diagnostic naming the first names at fault.
+    pub fn check_call(&self, names: &[String]) -> Result<(), Diagnostic> {
+        let takes_any = self
+            .parameters
+            .iter()
+            .any(|p| p.kind == ParameterKind::VarKeyword);
+        let by_keyword = |name: &str| {
+            self.parameters.iter().any(|p| {
+                p.name == name
+                    && matches!(
+                        p.kind,
+                        ParameterKind::PositionalOrKeyword | ParameterKind::KeywordOnly
+                    )
+            })
+        };
+        let unknown: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|name| !by_keyword(name) && !takes_any)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Diagnostic::main_parameters(format!(
+                "`main` has no parameter {} that `args` could set; its parameters: {}",
+                quoted(&unknown),
+                self.describe()
+            )));
+        }
+        let missing: Vec<&str> = self
+            .parameters
+            .iter()
+            .filter(|p| {
+                !p.has_default
+                    && !matches!(
+                        p.kind,
+                        ParameterKind::VarPositional | ParameterKind::VarKeyword
+                    )
+                    && (p.kind == ParameterKind::PositionalOnly || !names.contains(&p.name))
+            })
+            .map(|p| p.name.as_str())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else if names.is_empty() {
+            Err(Diagnostic::main_parameters(format!(
+                "`main` is called with no arguments, so every parameter needs a default; missing: {}",
+                missing.join(", ")
+            )))
+        } else {
+            Err(Diagnostic::main_parameters(format!(
+                "`args` does not give {}, which `main` needs (no default){}",
+                quoted(&missing),
+                if self
+                    .parameters
+                    .iter()
+                    .any(|p| p.kind == ParameterKind::PositionalOnly && !p.has_default)
+                {
+                    "; positional-only parameters cannot be given by name"
+                } else {
+                    ""
+                }
+            )))
+        }
+    }
+
+    fn describe(&self) -> String {
+        if self.parameters.is_empty() {
+            return "none".to_owned();
+        }
+        self.parameters
+            .iter()
+            .map(|p| match p.kind {
+                ParameterKind::VarPositional => format!("*{}", p.name),
+                ParameterKind::VarKeyword => format!("**{}", p.name),
+                _ => p.name.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn quoted(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub(crate) fn find_main(body: &[Stmt]) -> Result<MainSignature, Diagnostic> {
     // Like the interpreter, the last top-level statement binding the name decides.
     let last = body.iter().rev().find_map(top_level_binding);
     match last {
-        Some(Binding::Function { is_async, args }) => {
-            let parameters = parameters(args);
-            check_callable_without_arguments(&parameters)?;
-            Ok(MainSignature {
-                is_async,
-                parameters,
-            })
-        }
+        Some(Binding::Function { is_async, args }) => Ok(MainSignature {
+            is_async,
+            parameters: parameters(args),
+        }),
         Some(Binding::Other(how)) => Err(Diagnostic::missing_main(format!(
             "`main` is bound by {how}, not a def; {HOW_TO_DEFINE}"
         ))),
@@ -262,28 +352,6 @@ fn parameters(args: &ast::Arguments) -> Vec<Parameter> {
         .chain(keyword_only)
         .chain(var_keyword)
         .collect()
-}
-
-fn check_callable_without_arguments(parameters: &[Parameter]) -> Result<(), Diagnostic> {
-    let missing: Vec<&str> = parameters
-        .iter()
-        .filter(|parameter| {
-            !parameter.has_default
-                && !matches!(
-                    parameter.kind,
-                    ParameterKind::VarPositional | ParameterKind::VarKeyword
-                )
-        })
-        .map(|parameter| parameter.name.as_str())
-        .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(Diagnostic::main_parameters(format!(
-            "`main` is called with no arguments, so every parameter needs a default; missing: {}",
-            missing.join(", ")
-        )))
-    }
 }
 
 #[cfg(test)]
@@ -501,5 +569,56 @@ mod tests {
                 parameters: Vec::new(),
             }
         );
+    }
+
+    fn call(source: &str, names: &[&str]) -> Result<(), String> {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        crate::check_call(source, &crate::Limits::default(), &names)
+            .map(drop)
+            .map_err(|d| {
+                assert_eq!(d.problem, crate::Problem::MainParameters, "{d:?}");
+                d.message
+            })
+    }
+
+    #[test]
+    fn args_bind_to_parameters_by_name() {
+        let source = "def main(a, b=2, *, c, d=4):\n    return a\n";
+        assert_eq!(call(source, &["a", "c"]), Ok(()));
+        assert_eq!(call(source, &["a", "b", "c", "d"]), Ok(()));
+        assert_eq!(
+            call("def main(**kw):\n    return kw\n", &["x", "y"]),
+            Ok(())
+        );
+        assert_eq!(
+            call("def main(a, **kw):\n    return kw\n", &["a", "z"]),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn an_unknown_name_is_refused_naming_it_and_the_parameters() {
+        let message =
+            call("def main(a=1, *rest):\n    return a\n", &["a", "nope"]).expect_err("refused");
+        assert!(message.contains("`nope`"), "{message}");
+        assert!(message.contains("a, *rest"), "{message}");
+        let message = call("def main():\n    return 1\n", &["x"]).expect_err("refused");
+        assert!(
+            message.contains("`x`") && message.contains("none"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_parameter_without_default_that_args_leaves_out_is_refused_naming_it() {
+        let message = call("def main(a, b, c=3):\n    return a\n", &["a"]).expect_err("refused");
+        assert!(
+            message.contains("`b`") && !message.contains("`a`"),
+            "{message}"
+        );
+        let message = call("def main(a, /, b):\n    return a\n", &["a", "b"]).expect_err("refused");
+        assert!(message.contains("positional-only"), "{message}");
+        let message = call("def main(a):\n    return a\n", &[]).expect_err("refused");
+        assert!(message.contains("no arguments"), "{message}");
     }
 }

@@ -29,6 +29,7 @@ fn job() -> NewJob {
         idempotency: None,
         request_id: None,
         tenant: Tenant::NONE,
+        args: None,
     }
 }
 

@@ -198,6 +198,8 @@ pub struct NewJob {
     pub request_id: Option<String>,
     /// Whose job it is; idempotency keys are per tenant.
     pub tenant: Tenant,
+    /// Keyword arguments for `main`: a JSON object's text, as the client sent it.
+    pub args: Option<String>,
 }
 
 /// A client's idempotency key and what it was first used for.
@@ -247,6 +249,8 @@ pub struct ClaimedJob {
     pub limits: Limits,
     /// The `x-request-id` of the request that created the job, for its log lines.
     pub request_id: Option<String>,
+    /// Keyword arguments for `main`: a JSON object's text.
+    pub args: Option<String>,
 }
 
 /// Captured output of one stream, capped by the worker.
@@ -335,6 +339,8 @@ pub struct Job {
     pub usage: Usage,
     pub request_id: Option<String>,
     pub tenant: Tenant,
+    /// Keyword arguments for `main`, as the client sent them.
+    pub args: Option<Box<RawValue>>,
 }
 
 /// A job as `GET /jobs` lists it: its state and timings, without script or output.

@@ -40,6 +40,7 @@ fn job(script: &str) -> ClaimedJob {
             memory_mb: 512,
         },
         request_id: None,
+        args: None,
     }
 }
 

@@ -472,6 +472,7 @@ mod tests {
                     idempotency: None,
                     request_id: None,
                     tenant: Tenant::NONE,
+                    args: None,
                 };
                 store.enqueue(&job).await.expect("enqueue");
                 jobs.push(job.id);

@@ -138,6 +138,7 @@ mod tests {
         default_memory_mb: 128,
         min_memory_mb: 64,
         max_memory_mb: 512,
+        max_args_bytes: 65536,
     };
 
     fn operations(document: &Value) -> Vec<(String, &Value)> {

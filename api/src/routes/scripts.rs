@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::Json;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::request::{ScriptRequest, ScriptRequestBody};
+use crate::request::{Args, ScriptRequest, ScriptRequestBody};
 use crate::state::AppState;
 use crate::view::{MainKind, Validated};
 
@@ -30,7 +30,8 @@ pub(super) async fn validate(
     State(state): State<AppState>,
     request: ScriptRequest,
 ) -> Result<Json<Validated>, ApiError> {
-    let main = state.checker.check(request.script).await?;
+    let names = Args::names(request.args.as_ref());
+    let main = state.checker.check(request.script, names).await?;
     Ok(Json(Validated {
         ok: true,
         main: MainKind::from(&main),

@@ -448,8 +448,17 @@ async fn metrics_can_be_kept_to_admin_keys_whatever_auth_says() {
         let refused = api.as_key(&plain, Method::GET, "/metrics", None).await;
         refused.assert_error(StatusCode::FORBIDDEN, "forbidden");
         let allowed = api.as_key(&admin, Method::GET, "/metrics", None).await;
-        assert_eq!(allowed.status, StatusCode::OK, "AUTH={auth}: {}", allowed.text);
-        assert!(allowed.text.contains("runbox_tenant_jobs"), "{}", allowed.text);
+        assert_eq!(
+            allowed.status,
+            StatusCode::OK,
+            "AUTH={auth}: {}",
+            allowed.text
+        );
+        assert!(
+            allowed.text.contains("runbox_tenant_jobs"),
+            "{}",
+            allowed.text
+        );
         assert_eq!(api.get("/health").await.status, StatusCode::OK);
     }
 }

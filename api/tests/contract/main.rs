@@ -7,6 +7,7 @@
 //! kind, `# outcome: never` leaves it running, anything else succeeds with `# result: <json>`
 //! (default `null`). What the sandbox itself does is tested by the system tests.
 
+mod args;
 mod auth;
 mod errors;
 mod jobs;

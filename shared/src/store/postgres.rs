@@ -227,6 +227,7 @@ fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
         },
         request_id: row.try_get("request_id")?,
         tenant: Tenant::from_stored(&row.try_get::<String, _>("owner")?),
+        args: decode::result(row.try_get("args")?)?,
     })
 }
 
@@ -331,8 +332,8 @@ impl JobStore for PgStore {
         let inserted: i64 = sqlx::query_scalar(
             "WITH inserted AS ( \
                  INSERT INTO jobs (id, status, script, timeout_ms, memory_mb, created_at, \
-                     attempt, idempotency_key, request_hash, request_id, owner) \
-                 VALUES ($1, 'queued', $2, $3, $4, $5, 0, $6, $7, $8, $10) \
+                     attempt, idempotency_key, request_hash, request_id, owner, args) \
+                 VALUES ($1, 'queued', $2, $3, $4, $5, 0, $6, $7, $8, $10, $11) \
                  ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL \
                  DO NOTHING \
                  RETURNING id) \
@@ -348,6 +349,7 @@ impl JobStore for PgStore {
         .bind(job.request_id.as_deref())
         .bind(QUEUED_CHANNEL)
         .bind(job.tenant.as_stored())
+        .bind(job.args.as_deref())
         .fetch_one(&self.pool)
         .await?;
         match idempotency {
@@ -517,7 +519,7 @@ impl JobStore for PgStore {
              UPDATE jobs SET status = 'running', worker_id = $1, attempt = attempt + 1, \
                  started_at = $2, lease_expires_at = $3 \
              FROM picked WHERE jobs.id = picked.id \
-             RETURNING jobs.id, script, timeout_ms, memory_mb, attempt, created_at, request_id",
+             RETURNING jobs.id, script, timeout_ms, memory_mb, attempt, created_at, request_id, args",
         )
         .bind(worker_id)
         .bind(Utc::now())
@@ -544,6 +546,7 @@ impl JobStore for PgStore {
                         script: row.try_get("script")?,
                         limits: limits_from_row(row)?,
                         request_id: row.try_get("request_id")?,
+                        args: row.try_get("args")?,
                     },
                 ))
             })

@@ -291,6 +291,7 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
         },
         request_id: row.try_get("request_id")?,
         tenant: Tenant::from_stored(&row.try_get::<String, _>("owner")?),
+        args: decode::result(row.try_get("args")?)?,
     })
 }
 
@@ -341,8 +342,8 @@ impl JobStore for SqliteStore {
         }
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, status, script, timeout_ms, memory_mb, created_at, attempt, \
-                 idempotency_key, request_hash, request_id, owner) \
-             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9) \
+                 idempotency_key, request_hash, request_id, owner, args) \
+             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10) \
              ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         )
         .bind(job.id.to_string())
@@ -354,6 +355,7 @@ impl JobStore for SqliteStore {
         .bind(idempotency.map(|i| i.request_hash.as_str()))
         .bind(job.request_id.as_deref())
         .bind(job.tenant.as_stored())
+        .bind(job.args.as_deref())
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -526,7 +528,7 @@ impl JobStore for SqliteStore {
              WHERE id IN (SELECT id FROM candidates \
                           WHERE cap <= 0 OR running + place <= cap \
                           ORDER BY running + place, created_at, id LIMIT ?4) \
-             RETURNING id, script, timeout_ms, memory_mb, attempt, created_at, request_id",
+             RETURNING id, script, timeout_ms, memory_mb, attempt, created_at, request_id, args",
         )
         .bind(worker_id)
         .bind(timestamp(Utc::now()))
@@ -550,6 +552,7 @@ impl JobStore for SqliteStore {
                     limits: limits_from_row(row)?,
                     created_at: parse_timestamp(&created_at)?,
                     request_id: row.try_get("request_id")?,
+                    args: row.try_get("args")?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

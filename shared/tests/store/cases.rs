@@ -30,6 +30,7 @@ fn new_job(script: &str) -> NewJob {
         idempotency: None,
         request_id: None,
         tenant: Tenant::NONE,
+        args: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! real nsjail sandboxes.
 
 mod app;
+mod args;
 mod chaos;
 mod deployment;
 mod escape;

@@ -28,6 +28,8 @@ import time
 import types
 
 SCRIPT_PATH = "/job/script.py"
+# The keyword arguments for `main` on the cold path (a warm child gets them with its job).
+ARGS_PATH = "/job/args.json"
 MODULE_NAME = "script"
 HARNESS_FILE = os.path.abspath(__file__)
 
@@ -178,7 +180,7 @@ def encode_result(value):
     return text, None
 
 
-def run(source):
+def run(source, args=None):
     global script_started_ns
     try:
         code = compile(source, SCRIPT_PATH, "exec", dont_inherit=True)
@@ -198,6 +200,8 @@ def run(source):
     module.__file__ = SCRIPT_PATH
     sys.modules[MODULE_NAME] = module
     try:
+        # Decoded before the script runs, so nothing it does to `json` can change them.
+        kwargs = json.loads(args) if args else {}
         script_started_ns = time.monotonic_ns()
         exec(code, module.__dict__)
         main = module.__dict__.get("main")
@@ -206,7 +210,7 @@ def run(source):
                 "missing_main",
                 "script does not define a function `main` at the top level",
             )
-        value = main()
+        value = main(**kwargs)
         if isinstance(value, types.CoroutineType):
             import asyncio
 
@@ -232,12 +236,12 @@ def enter_sandbox(fd, policy):
     install_seccomp(policy)
 
 
-def run_job(fd, source, cpu_limit_secs):
+def run_job(fd, source, cpu_limit_secs, args=None):
     """Runs `source` in this process, already inside the job's sandbox (`enter_sandbox`), and
-    reports on `fd`."""
+    reports on `fd`. `args`: the JSON text of `main`'s keyword arguments, or None."""
     lower_cpu_limit(cpu_limit_secs)
     sys.argv = [SCRIPT_PATH]
-    send(fd, run(source))
+    send(fd, run(source, args))
 
 
 def die_with_worker(fd):
@@ -263,8 +267,13 @@ def main():
     policy = prepare_seccomp(os.environ.pop("RUNBOX_SECCOMP"))
     with open(SCRIPT_PATH, encoding="utf-8", errors="surrogateescape") as handle:
         source = handle.read()
+    try:
+        with open(ARGS_PATH, encoding="utf-8") as handle:
+            args = handle.read()
+    except FileNotFoundError:
+        args = None
     enter_sandbox(fd, policy)
-    run_job(fd, source, cpu_limit_secs)
+    run_job(fd, source, cpu_limit_secs, args)
 
 
 if __name__ == "__main__":

@@ -158,7 +158,7 @@ impl NsjailExecutor {
         judge_self_test(self.execute_cold(&self_test_job(), 0, "self_test").await)
     }
 
-    fn prepare_files(&self, script: &str) -> std::io::Result<JobFiles> {
+    fn prepare_files(&self, script: &str, args: Option<&str>) -> std::io::Result<JobFiles> {
         let root = tempfile::Builder::new()
             .prefix("runbox-job-")
             .tempdir_in(&self.config.work_dir)?;
@@ -170,6 +170,11 @@ impl NsjailExecutor {
         let script_file = mounted.join("script.py");
         std::fs::write(&script_file, script)?;
         std::fs::set_permissions(&script_file, std::fs::Permissions::from_mode(0o644))?;
+        if let Some(args) = args {
+            let args_file = mounted.join("args.json");
+            std::fs::write(&args_file, args)?;
+            std::fs::set_permissions(&args_file, std::fs::Permissions::from_mode(0o644))?;
+        }
         // A link, not a copy: the harness is the same for every job.
         std::fs::hard_link(
             self.harness.path().join("harness.py"),
@@ -201,7 +206,7 @@ impl NsjailExecutor {
     }
 
     async fn run(&self, job: &ClaimedJob, slot: usize) -> Result<Outcome, SandboxError> {
-        let files = self.prepare_files(&job.script)?;
+        let files = self.prepare_files(&job.script, job.args.as_deref())?;
         // Unique per run: a released job runs again under the same attempt number, and the
         // cgroup of an aborted run may still be tearing down.
         let cgroup_name = format!("job-{}-{}", job.lease.job_id, uuid::Uuid::new_v4().simple());
@@ -514,6 +519,7 @@ fn self_test_job() -> ClaimedJob {
             memory_mb: 256,
         },
         request_id: None,
+        args: None,
     }
 }
 

@@ -252,7 +252,7 @@ def child(cgroup_fds):
     # Only now: a waiting child is no process of its slot's job uid.
     drop_privileges(JOB_UID)
     source = script.decode("utf-8", errors="surrogateescape")
-    harness.run_job(RESULT_FD, source, int(header["cpu_limit_secs"]))
+    harness.run_job(RESULT_FD, source, int(header["cpu_limit_secs"]), header.get("args"))
 
 
 def spawn(fds, self_pidfd):

@@ -706,8 +706,14 @@ impl Template {
             .set_memory_limit(u64::from(job.limits.memory_mb) << 20)?;
         let config = &launcher.config;
         let timeout_secs = job.limits.timeout.as_secs_f64().ceil();
-        let mut input = Vec::with_capacity(job.script.len() + 32);
-        writeln!(input, "{{\"cpu_limit_secs\": {timeout_secs}}}")?;
+        let mut input = Vec::with_capacity(job.script.len() + 64);
+        // One line of header: the args go in as a JSON string (their text may hold newlines),
+        // which the child decodes to the text the client sent.
+        let args = serde_json::to_string(&job.args).map_err(std::io::Error::other)?;
+        writeln!(
+            input,
+            "{{\"cpu_limit_secs\": {timeout_secs}, \"args\": {args}}}"
+        )?;
         input.extend_from_slice(job.script.as_bytes());
         let handed_ns = monotonic_ns();
         let started = Instant::now();
