@@ -79,10 +79,18 @@ impl MainSignature {
             .filter(|name| !by_keyword(name) && !takes_any)
             .collect();
         if !unknown.is_empty() {
+            let positional_only = self.parameters.iter().any(|p| {
+                p.kind == ParameterKind::PositionalOnly && unknown.contains(&p.name.as_str())
+            });
             return Err(Diagnostic::main_parameters(format!(
-                "`main` has no parameter {} that `args` could set; its parameters: {}",
+                "`main` has no parameter {} that `args` could set; its parameters: {}{}",
                 quoted(&unknown),
-                self.describe()
+                self.describe(),
+                if positional_only {
+                    " (positional-only parameters cannot be given by name)"
+                } else {
+                    ""
+                }
             )));
         }
         let missing: Vec<&str> = self

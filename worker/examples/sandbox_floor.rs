@@ -63,7 +63,7 @@ async fn measure(
             tokio::time::sleep(pause).await;
         }
         let started = Instant::now();
-        let outcome = executor.execute(&job(script), 0).await;
+        let outcome = executor.execute(&job(script), 0, &None).await;
         times.push(started.elapsed());
         anyhow::ensure!(
             outcome.result.is_ok(),
@@ -95,7 +95,7 @@ async fn throughput(
         tasks.spawn(async move {
             let mut jobs = 0usize;
             while started.elapsed() < THROUGHPUT_WINDOW {
-                let outcome = executor.execute(&job(script), slot).await;
+                let outcome = executor.execute(&job(script), slot, &None).await;
                 anyhow::ensure!(outcome.result.is_ok(), "{:?}", outcome.result.err());
                 jobs += 1;
             }

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 use shared::job::{ClaimedJob, Outcome, Output, Usage};
 
-use crate::sandbox::Executor;
+use crate::sandbox::{Executor, OutputTap};
 
 /// Completes jobs without running them. Never use outside benchmarks.
 #[derive(Debug, Default)]
@@ -13,7 +13,7 @@ pub struct NoopExecutor;
 
 #[async_trait]
 impl Executor for NoopExecutor {
-    async fn execute(&self, _job: &ClaimedJob, _slot: usize) -> Outcome {
+    async fn execute(&self, _job: &ClaimedJob, _slot: usize, _tap: &OutputTap) -> Outcome {
         Outcome {
             result: RawValue::from_string("null".to_owned()).map_err(|e| shared::job::Failure {
                 kind: shared::job::ErrorKind::SandboxError,

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::live_output::Shipper;
 use crate::sandbox::Executor;
 
 /// How the loop behaves; built from the worker's config.
@@ -275,8 +276,9 @@ async fn run_job(job: ClaimedJob, slot: usize, context: JobContext) {
     // A sandbox that never reports (a process stuck in the kernel, say) must not hold its slot
     // and its job forever; dropping the execution kills what is left of the sandbox.
     let deadline = job.limits.timeout + stop_grace;
+    let shipper = Shipper::start(Arc::clone(&store), &job.lease);
     let outcome = tokio::select! {
-        outcome = tokio::time::timeout(deadline, executor.execute(&job, slot)) => {
+        outcome = tokio::time::timeout(deadline, executor.execute(&job, slot, shipper.tap())) => {
             Some(outcome.unwrap_or_else(|_| {
                 tracing::error!(?deadline, "the sandbox did not report in time; killed");
                 Outcome::sandbox_error(format!(
@@ -291,6 +293,9 @@ async fn run_job(job: ClaimedJob, slot: usize, context: JobContext) {
         }
     };
     run.ended(outcome.is_some());
+    // The last output is stored before the outcome, so a follower sees all of it before the
+    // job's end.
+    shipper.finish().await;
     if let Some(outcome) = outcome {
         let (written, done) = oneshot::channel();
         let handed_over = finished
@@ -433,11 +438,16 @@ mod tests {
 
     #[async_trait]
     impl Executor for Misbehaves {
-        async fn execute(&self, job: &ClaimedJob, slot: usize) -> Outcome {
+        async fn execute(
+            &self,
+            job: &ClaimedJob,
+            slot: usize,
+            _tap: &crate::sandbox::OutputTap,
+        ) -> Outcome {
             match job.script.as_str() {
                 "panic" => panic!("executor bug"),
                 "hang" => std::future::pending().await,
-                _ => NoopExecutor.execute(job, slot).await,
+                _ => NoopExecutor.execute(job, slot, &None).await,
             }
         }
     }

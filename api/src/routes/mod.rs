@@ -3,6 +3,7 @@
 //! route and its entry in the API description.
 
 mod docs;
+mod events;
 mod jobs;
 mod playground;
 mod scripts;
@@ -33,6 +34,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::submit, jobs::list))
         .routes(routes!(jobs::job, jobs::delete_job))
         .routes(routes!(jobs::cancel_job))
+        .routes(routes!(events::events))
         .routes(routes!(scripts::validate))
         .routes(routes!(service::health))
         .routes(routes!(service::ready))

@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 
 use super::{StoreError, TenantLoad};
-use crate::job::{ErrorKind, Failure, JobStatus, Output, SourcePosition};
+use crate::job::{
+    ErrorKind, Failure, JobStatus, Output, OutputChunk, OutputStream, SourcePosition,
+};
 use crate::tenant::Tenant;
 
 pub(super) fn status(text: &str) -> Result<JobStatus, StoreError> {
@@ -102,4 +104,15 @@ pub(super) fn busiest(rows: Vec<(String, i64, i64)>, limit: u32) -> Vec<TenantLo
         running: rest.iter().map(|l| l.running).sum(),
     });
     loads
+}
+
+/// A `(seq, stream, text)` row of `job_output`.
+pub(super) fn output_chunk(row: (i64, String, String)) -> Result<OutputChunk, StoreError> {
+    let (seq, stream, text) = row;
+    Ok(OutputChunk {
+        seq: u32::try_from(seq).map_err(|_| StoreError::Corrupt(format!("output seq {seq}")))?,
+        stream: OutputStream::parse(&stream)
+            .ok_or_else(|| StoreError::Corrupt(format!("output stream {stream:?}")))?,
+        text,
+    })
 }

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 
 use crate::job::{
     Cancelled, ClaimedJob, Enqueued, Job, JobId, JobStatus, JobSummary, Lease, ListQuery, NewJob,
-    Outcome,
+    Outcome, OutputChunk,
 };
 use crate::tenant::{ApiKey, HashedKey, KeyId, Revoked, Tenant};
 
@@ -163,6 +163,8 @@ pub struct StoreEvents {
     pub queued: Arc<Notify>,
     /// Ids of jobs that just reached a terminal status (Postgres).
     pub finished: broadcast::Sender<JobId>,
+    /// Ids of running jobs that just printed output (Postgres; on SQLite, `changed`).
+    pub output: broadcast::Sender<JobId>,
     /// Marked changed when jobs may have finished without the store learning which (SQLite's
     /// "jobs finished" signal; a lost Postgres listener connection): subscribers re-check all the jobs
     /// they wait on. Each subscriber sees a burst of marks as one change.
@@ -174,6 +176,7 @@ impl Default for StoreEvents {
         Self {
             queued: Arc::new(Notify::new()),
             finished: broadcast::channel(4096).0,
+            output: broadcast::channel(4096).0,
             changed: watch::Sender::new(()),
         }
     }
@@ -320,6 +323,18 @@ pub trait JobStore: KeyStore + Send + Sync + 'static {
     /// the queue with their attempt counted; those that already used `max_attempts` end
     /// `failed` with `worker_lost` instead. Safe to run from many processes at once.
     async fn reap_expired(&self, max_attempts: u32) -> Result<Reaped, StoreError>;
+
+    /// Stores output a running job printed. Waiters on the job are woken (Postgres: NOTIFY
+    /// on the output channel; SQLite: the "jobs finished" signal, after which they re-check).
+    async fn append_output(&self, job: JobId, chunks: &[OutputChunk]) -> Result<(), StoreError>;
+
+    /// Up to `limit` of the job's output chunks with `seq` above `after`, in order.
+    async fn output_after(
+        &self,
+        job: JobId,
+        after: u32,
+        limit: u32,
+    ) -> Result<Vec<OutputChunk>, StoreError>;
 
     /// Those of `ids` that have reached a terminal status.
     async fn terminal_among(&self, ids: &[JobId]) -> Result<Vec<JobId>, StoreError>;

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::job::{
     Cancelled, ClaimedJob, Enqueued, ErrorKind, Job, JobId, JobStatus, JobSummary, Lease, Limits,
-    ListQuery, NewJob, Outcome, Usage,
+    ListQuery, NewJob, Outcome, OutputChunk, Usage,
 };
 use crate::tenant::{ApiKey, HashedKey, KeyId, QuotaOverrides, Revoked, Tenant};
 
@@ -29,6 +29,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 const QUEUED_CHANNEL: &str = "runbox_queued";
 /// Notification channel: "job <id> finished" (payload: the id).
 const FINISHED_CHANNEL: &str = "runbox_finished";
+
+/// NOTIFY channel for "this running job printed output"; the payload is the job id.
+const OUTPUT_CHANNEL: &str = "runbox_output";
 
 /// The jobs table in a Postgres database.
 #[derive(Debug, Clone)]
@@ -94,6 +97,7 @@ impl PgStore {
         }
         if options.listen_finished {
             channels.push(FINISHED_CHANNEL);
+            channels.push(OUTPUT_CHANNEL);
         }
         let events = if channels.is_empty() {
             None
@@ -155,7 +159,11 @@ async fn relay_notifications(mut listener: PgListener, events: StoreEvents) {
                 if notification.channel() == QUEUED_CHANNEL {
                     events.queued.notify_one();
                 } else if let Ok(id) = notification.payload().parse::<JobId>() {
-                    let _ = events.finished.send(id);
+                    let _ = if notification.channel() == OUTPUT_CHANNEL {
+                        events.output.send(id)
+                    } else {
+                        events.finished.send(id)
+                    };
                 }
             }
             Ok(None) => {
@@ -429,6 +437,15 @@ impl JobStore for PgStore {
         batch: u32,
     ) -> Result<u64, StoreError> {
         // Small batches keep each delete's locks and WAL short next to live traffic.
+        sqlx::query(
+            "DELETE FROM job_output WHERE job_id IN ( \
+                 SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1 \
+                 AND status NOT IN ('queued', 'running') LIMIT $2)",
+        )
+        .bind(cutoff)
+        .bind(i64::from(batch))
+        .execute(&self.pool)
+        .await?;
         let deleted = sqlx::query(
             "DELETE FROM jobs WHERE id IN ( \
                  SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1 \
@@ -439,6 +456,52 @@ impl JobStore for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(deleted.rows_affected())
+    }
+
+    async fn append_output(&self, job: JobId, chunks: &[OutputChunk]) -> Result<(), StoreError> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let seqs: Vec<i64> = chunks.iter().map(|c| i64::from(c.seq)).collect();
+        let streams: Vec<&str> = chunks.iter().map(|c| c.stream.as_str()).collect();
+        let texts: Vec<String> = chunks
+            .iter()
+            .map(|c| pg_text(&c.text).into_owned())
+            .collect();
+        // One statement, its NOTIFY included, for the whole batch.
+        sqlx::query(
+            "WITH inserted AS ( \
+                 INSERT INTO job_output (job_id, seq, stream, text) \
+                 SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[]) \
+                 ON CONFLICT DO NOTHING RETURNING 1) \
+             SELECT pg_notify($5, $1::text)",
+        )
+        .bind(job.0)
+        .bind(&seqs)
+        .bind(&streams)
+        .bind(&texts)
+        .bind(OUTPUT_CHANNEL)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn output_after(
+        &self,
+        job: JobId,
+        after: u32,
+        limit: u32,
+    ) -> Result<Vec<OutputChunk>, StoreError> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT seq, stream, text FROM job_output WHERE job_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(job.0)
+        .bind(i64::from(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(decode::output_chunk).collect()
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {

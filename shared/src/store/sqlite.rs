@@ -23,7 +23,7 @@ use super::{
 };
 use crate::job::{
     Cancelled, ClaimedJob, Enqueued, ErrorKind, Job, JobId, JobStatus, JobSummary, Lease, Limits,
-    ListQuery, NewJob, Outcome, Usage,
+    ListQuery, NewJob, Outcome, OutputChunk, Usage,
 };
 use crate::tenant::{ApiKey, HashedKey, KeyId, QuotaOverrides, Revoked, Tenant};
 
@@ -433,6 +433,15 @@ impl JobStore for SqliteStore {
         cutoff: DateTime<Utc>,
         batch: u32,
     ) -> Result<u64, StoreError> {
+        sqlx::query(
+            "DELETE FROM job_output WHERE job_id IN ( \
+                 SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1 \
+                 AND status NOT IN ('queued', 'running') LIMIT ?2)",
+        )
+        .bind(timestamp(cutoff))
+        .bind(i64::from(batch))
+        .execute(&self.pool)
+        .await?;
         let deleted = sqlx::query(
             "DELETE FROM jobs WHERE id IN ( \
                  SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1 \
@@ -443,6 +452,42 @@ impl JobStore for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(deleted.rows_affected())
+    }
+
+    async fn append_output(&self, job: JobId, chunks: &[OutputChunk]) -> Result<(), StoreError> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "INSERT OR IGNORE INTO job_output (job_id, seq, stream, text) ",
+        );
+        sql.push_values(chunks, |mut row, chunk| {
+            row.push_bind(job.to_string())
+                .push_bind(i64::from(chunk.seq))
+                .push_bind(chunk.stream.as_str())
+                .push_bind(&chunk.text);
+        });
+        sql.build().execute(&self.pool).await?;
+        self.raise(Change::Finished);
+        Ok(())
+    }
+
+    async fn output_after(
+        &self,
+        job: JobId,
+        after: u32,
+        limit: u32,
+    ) -> Result<Vec<OutputChunk>, StoreError> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT seq, stream, text FROM job_output WHERE job_id = ?1 AND seq > ?2 \
+             ORDER BY seq LIMIT ?3",
+        )
+        .bind(job.to_string())
+        .bind(i64::from(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(decode::output_chunk).collect()
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {

@@ -8,7 +8,8 @@ use chrono::Utc;
 use serde_json::value::RawValue;
 use shared::job::{
     Cancelled, Enqueued, ErrorKind, Failure, Idempotency, JobId, JobStatus, Lease, Limits,
-    ListCursor, ListQuery, NewJob, Outcome, Output, SourcePosition, Usage,
+    ListCursor, ListQuery, NewJob, Outcome, Output, OutputChunk, OutputStream, SourcePosition,
+    Usage,
 };
 use shared::store::{JobStore, Reaped, Schema, StoreError, StoreEvents, StoreOptions, TenantLoad};
 use shared::tenant::{ApiKey, HashedKey, KeyId, QuotaOverrides, Revoked, Tenant};
@@ -1196,4 +1197,47 @@ pub(crate) async fn the_busiest_tenants_are_counted_and_the_rest_summed(f: &Fixt
         ]
     );
     assert_eq!(store.queued_of(b).await.expect("count"), 2);
+}
+
+pub(crate) async fn output_chunks_are_kept_in_order_and_read_after_a_point(f: &Fixture) {
+    let store = f.store.as_ref();
+    let ids = enqueue_n(store, 1).await;
+    let chunk = |seq: u32, stream: OutputStream, text: &str| OutputChunk {
+        seq,
+        stream,
+        text: text.to_owned(),
+    };
+    store
+        .append_output(
+            ids[0],
+            &[
+                chunk(1, OutputStream::Stdout, "one\n"),
+                chunk(2, OutputStream::Stderr, "warn\0ing\n"),
+            ],
+        )
+        .await
+        .expect("append");
+    // A repeated write (a retried batch) changes nothing.
+    store
+        .append_output(ids[0], &[chunk(2, OutputStream::Stderr, "other")])
+        .await
+        .expect("append");
+    store
+        .append_output(ids[0], &[chunk(1_000_001, OutputStream::Stdout, "again\n")])
+        .await
+        .expect("append");
+    let all = store.output_after(ids[0], 0, 10).await.expect("read");
+    let seqs: Vec<u32> = all.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, [1, 2, 1_000_001]);
+    assert_eq!(all[1].stream, OutputStream::Stderr);
+    assert!(all[1].text.starts_with("warn"), "{:?}", all[1].text);
+    assert_eq!(
+        store.output_after(ids[0], 1, 1).await.expect("read").len(),
+        1
+    );
+    assert!(store
+        .output_after(ids[0], 1_000_001, 10)
+        .await
+        .expect("read")
+        .is_empty());
 }

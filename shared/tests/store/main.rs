@@ -104,6 +104,7 @@ macro_rules! store_cases {
                 claims_keep_each_tenant_within_its_running_quota,
                 the_submission_bucket_refuses_past_its_rate_and_refills,
                 the_busiest_tenants_are_counted_and_the_rest_summed,
+                output_chunks_are_kept_in_order_and_read_after_a_point,
             );
         }
     };

@@ -6,6 +6,7 @@ mod args;
 mod chaos;
 mod deployment;
 mod escape;
+mod events;
 mod execute;
 mod jobs;
 mod keys;

@@ -241,6 +241,9 @@ def run_job(fd, source, cpu_limit_secs, args=None):
     reports on `fd`. `args`: the JSON text of `main`'s keyword arguments, or None."""
     lower_cpu_limit(cpu_limit_secs)
     sys.argv = [SCRIPT_PATH]
+    # A pipe would make stdout block-buffered: each line goes out as it is printed, so a
+    # follower of the job sees it while the job runs.
+    sys.stdout.reconfigure(line_buffering=True)
     send(fd, run(source, args))
 
 

@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use command_fds::{CommandFdExt, FdMapping};
-use shared::job::{ClaimedJob, Lease, Limits, Outcome, Output, Usage};
+use shared::job::{ClaimedJob, Lease, Limits, Outcome, Output, OutputStream, Usage};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
+use tokio::sync::mpsc;
 
 use crate::config::SandboxConfig;
 use cgroup::{CgroupUsage, Cgroups, JobCgroup, JobSpec};
@@ -65,11 +66,19 @@ pub enum SandboxError {
     Template(String),
 }
 
+/// Where a running job's output goes as it is printed, besides the outcome's capture: each
+/// read of its stdout or stderr, within the output cap. `None` when nobody follows.
+pub type OutputTap = Option<OutputSender>;
+
+/// The sending end of an [`OutputTap`]: which stream, and the bytes read from it.
+pub type OutputSender = mpsc::UnboundedSender<(OutputStream, Vec<u8>)>;
+
 /// Runs one claimed job to an outcome. A script's failure is an `Outcome`, never an error.
 #[async_trait]
 pub trait Executor: Send + Sync + 'static {
-    /// Runs the job in execution slot `slot` (0-based, below the worker's concurrency).
-    async fn execute(&self, job: &ClaimedJob, slot: usize) -> Outcome;
+    /// Runs the job in execution slot `slot` (0-based, below the worker's concurrency),
+    /// sending its output to `tap` as it comes.
+    async fn execute(&self, job: &ClaimedJob, slot: usize, tap: &OutputTap) -> Outcome;
 }
 
 /// Runs each job as `nsjail --config nsjail.cfg <per-job flags> -- python3 harness.py`.
@@ -155,7 +164,10 @@ impl NsjailExecutor {
     /// # Errors
     /// [`SandboxError::SelfTest`] with what went wrong.
     pub async fn self_test(&self) -> Result<(), SandboxError> {
-        judge_self_test(self.execute_cold(&self_test_job(), 0, "self_test").await)
+        judge_self_test(
+            self.execute_cold(&self_test_job(), 0, "self_test", &None)
+                .await,
+        )
     }
 
     fn prepare_files(&self, script: &str, args: Option<&str>) -> std::io::Result<JobFiles> {
@@ -205,7 +217,12 @@ impl NsjailExecutor {
         })
     }
 
-    async fn run(&self, job: &ClaimedJob, slot: usize) -> Result<Outcome, SandboxError> {
+    async fn run(
+        &self,
+        job: &ClaimedJob,
+        slot: usize,
+        tap: &OutputTap,
+    ) -> Result<Outcome, SandboxError> {
         let files = self.prepare_files(&job.script, job.args.as_deref())?;
         // Unique per run: a released job runs again under the same attempt number, and the
         // cgroup of an aborted run may still be tearing down.
@@ -247,7 +264,7 @@ impl NsjailExecutor {
                 "nsjail has no output pipes",
             )));
         };
-        let streams = Streams::start(&self.config, stdout, stderr, result_reader)?;
+        let streams = Streams::start(&self.config, stdout, stderr, result_reader, tap)?;
 
         let (status, timed_out) = match tokio::time::timeout(job.limits.timeout, child.wait()).await
         {
@@ -331,15 +348,18 @@ impl Streams {
         stdout: impl AsyncRead + Unpin + Send + 'static,
         stderr: impl AsyncRead + Unpin + Send + 'static,
         result: std::io::PipeReader,
+        tap: &OutputTap,
     ) -> std::io::Result<Self> {
         let output_limit = config.output_limit_bytes;
+        let stdout_tap = tap.clone().map(|tap| (OutputStream::Stdout, tap));
+        let stderr_tap = tap.clone().map(|tap| (OutputStream::Stderr, tap));
         let record_limit = config.result_limit_bytes.saturating_add(4096);
         let result = tokio::net::unix::pipe::Receiver::from_owned_fd(result.into())?;
         let reader = tokio::spawn(async move {
             let (stdout, stderr, record) = tokio::join!(
-                read_capped(stdout, output_limit),
-                read_capped(stderr, output_limit),
-                read_capped(result, record_limit),
+                read_capped(stdout, output_limit, stdout_tap),
+                read_capped(stderr, output_limit, stderr_tap),
+                read_capped(result, record_limit, None),
             );
             Read {
                 stdout,
@@ -485,9 +505,15 @@ fn conclude(config: &SandboxConfig, job: &ClaimedJob, ended: Ended) -> Outcome {
 
 impl NsjailExecutor {
     /// Runs `job` cold, counted as a cold start for `reason`.
-    async fn execute_cold(&self, job: &ClaimedJob, slot: usize, reason: &'static str) -> Outcome {
+    async fn execute_cold(
+        &self,
+        job: &ClaimedJob,
+        slot: usize,
+        reason: &'static str,
+        tap: &OutputTap,
+    ) -> Outcome {
         crate::metrics::cold_start(reason);
-        match self.run(job, slot).await {
+        match self.run(job, slot, tap).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::error!(job_id = %job.lease.job_id, error = %e, "sandbox failed");
@@ -499,8 +525,8 @@ impl NsjailExecutor {
 
 #[async_trait]
 impl Executor for NsjailExecutor {
-    async fn execute(&self, job: &ClaimedJob, slot: usize) -> Outcome {
-        self.execute_cold(job, slot, "cold_mode").await
+    async fn execute(&self, job: &ClaimedJob, slot: usize, tap: &OutputTap) -> Outcome {
+        self.execute_cold(job, slot, "cold_mode", tap).await
     }
 }
 
@@ -601,9 +627,14 @@ fn to_usage(
     }
 }
 
-/// Reads a stream to its end, keeping the first `cap` bytes. Reading continues past the cap
-/// so the writer never blocks on a full pipe; the flag says whether anything was dropped.
-async fn read_capped<R: AsyncRead + Unpin>(mut reader: R, cap: usize) -> (Vec<u8>, bool) {
+/// Reads a stream to its end, keeping the first `cap` bytes, each read of them also sent to
+/// `tap`. Reading continues past the cap so the writer never blocks on a full pipe; the flag
+/// says whether anything was dropped.
+async fn read_capped<R: AsyncRead + Unpin>(
+    mut reader: R,
+    cap: usize,
+    tap: Option<(OutputStream, OutputSender)>,
+) -> (Vec<u8>, bool) {
     let mut kept = Vec::new();
     let mut truncated = false;
     let mut buf = vec![0u8; 64 * 1024];
@@ -613,8 +644,12 @@ async fn read_capped<R: AsyncRead + Unpin>(mut reader: R, cap: usize) -> (Vec<u8
             Ok(n) => {
                 let room = cap.saturating_sub(kept.len());
                 let take = n.min(room);
-                kept.extend_from_slice(buf.get(..take).unwrap_or_default());
+                let fresh = buf.get(..take).unwrap_or_default();
+                kept.extend_from_slice(fresh);
                 truncated |= take < n;
+                if let Some((stream, tap)) = tap.as_ref().filter(|_| take > 0) {
+                    let _ = tap.send((*stream, fresh.to_vec()));
+                }
             }
         }
     }

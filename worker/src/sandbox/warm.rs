@@ -34,7 +34,7 @@ use super::cgroup::{Cgroups, JobCgroup, JobSpec};
 use super::verdict::{self, JailExit};
 use super::{
     conclude, monotonic_ns, nsjail_args, seccomp, supervised_command, Ended, Executor,
-    NsjailExecutor, NsjailInvocation, Role, SandboxError, Streams, HARNESS, RESULT_FD,
+    NsjailExecutor, NsjailInvocation, OutputTap, Role, SandboxError, Streams, HARNESS, RESULT_FD,
 };
 use crate::config::SandboxConfig;
 
@@ -249,7 +249,7 @@ impl WarmExecutor {
             ));
         }
         let outcome = self
-            .run_warm(&super::self_test_job(), 0)
+            .run_warm(&super::self_test_job(), 0, &None)
             .await
             .unwrap_or_else(|reason| {
                 Outcome::sandbox_error(format!("the warm path did not run the job: {reason}"))
@@ -259,7 +259,12 @@ impl WarmExecutor {
 
     /// Runs `job` on its kind's template of `slot`, if one is ready: `Err` when there is
     /// none or it failed (the job has not run to an outcome then, and may run cold).
-    async fn run_warm(&self, job: &ClaimedJob, slot: usize) -> Result<Outcome, &'static str> {
+    async fn run_warm(
+        &self,
+        job: &ClaimedJob,
+        slot: usize,
+        tap: &OutputTap,
+    ) -> Result<Outcome, &'static str> {
         if !self.enabled {
             return Err("warm_unavailable");
         }
@@ -273,7 +278,7 @@ impl WarmExecutor {
             state.replace(&self.launcher, kind, slot, "missing");
             return Err("no_template");
         };
-        match template.run(&self.launcher, job).await {
+        match template.run(&self.launcher, job, tap).await {
             Ok(outcome) => {
                 crate::metrics::warm_start(kind.as_str());
                 fork_ahead(&self.launcher, &template.forker, kind, slot);
@@ -325,10 +330,10 @@ fn fork_ahead(launcher: &Arc<Launcher>, forker: &Arc<Forker>, kind: Kind, slot: 
 
 #[async_trait]
 impl Executor for WarmExecutor {
-    async fn execute(&self, job: &ClaimedJob, slot: usize) -> Outcome {
-        match self.run_warm(job, slot).await {
+    async fn execute(&self, job: &ClaimedJob, slot: usize, tap: &OutputTap) -> Outcome {
+        match self.run_warm(job, slot, tap).await {
             Ok(outcome) => outcome,
-            Err(reason) => self.cold.execute_cold(job, slot, reason).await,
+            Err(reason) => self.cold.execute_cold(job, slot, reason, tap).await,
         }
     }
 }
@@ -683,6 +688,7 @@ impl Template {
         &mut self,
         launcher: &Launcher,
         job: &ClaimedJob,
+        tap: &OutputTap,
     ) -> Result<Outcome, SandboxError> {
         if let Ok(Some(status)) = self.process.try_wait() {
             return Err(self.failure(&format!("exited ({status})")));
@@ -727,7 +733,7 @@ impl Template {
         } = child;
         let written = script.write_all(&input).await;
         drop(script);
-        let mut streams = Streams::start(config, stdout, stderr, result)?;
+        let mut streams = Streams::start(config, stdout, stderr, result, tap)?;
         self.served += 1;
         if let Err(e) = written {
             cgroup.kill_all();
