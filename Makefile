@@ -48,7 +48,8 @@ lint: devtools
 ## tier 3 (the real binaries with nsjail: the end-to-end and escape suites with warm sandboxes,
 ## again cold, and once more on Postgres, TEST_POSTGRES_URL, default the local server; each
 ## test creates and drops its own database), then the running API fuzzed against its OpenAPI
-## description (scripts/schemathesis.sh), and tier 4: `make chaos`, then `make containers`
+## description (scripts/schemathesis.sh), the Python client's suite against the running service
+## (scripts/python-client.sh), and tier 4: `make chaos`, then `make containers`
 ## (the images built and the compose stack run under podman; about 10 min more the first time)
 test: provision devtools lint
 	$(CARGO) build --workspace --bins --locked
@@ -58,6 +59,7 @@ test: provision devtools lint
 	SANDBOX_MODE=cold $(CARGO) nextest run --workspace --locked --no-fail-fast --profile system -E 'not test(/^warm::/)'
 	TEST_STORE=postgres $(CARGO) nextest run --workspace --locked --no-fail-fast --profile system -E 'not test(/^escape::/)'
 	@scripts/schemathesis.sh
+	@scripts/python-client.sh
 	$(MAKE) --no-print-directory chaos
 	$(MAKE) --no-print-directory containers
 

@@ -41,6 +41,39 @@ function expectedApiAnswer(message) {
 
 const testid = (id) => page.getByTestId(id);
 const isApiPath = (url) => /^\/(validate|execute|jobs)(\/|$)/.test(url.pathname);
+const isEventsPath = (url) => /^\/jobs\/[0-9a-f-]{36}\/events$/.test(url.pathname);
+const isEventsRequest = (request) => request.method() === 'GET' && isEventsPath(new URL(request.url()));
+
+// Prints a line every 300 ms: long enough to be seen running, short enough to wait for.
+const ticks = (count) =>
+  `import time\ndef main():\n    for i in range(${count}):\n        print(f"tick {i}")\n        time.sleep(0.3)\n    return "done"\n`;
+const tickLines = (count) => Array.from({ length: count }, (_, i) => `tick ${i}\n`).join('');
+
+async function setScript(script) {
+  // The hello example first, for its default timeout and memory.
+  await testid('example-select').selectOption('hello');
+  await testid('code').fill(script);
+  await waitForText(testid('validation'), /Valid/);
+}
+
+/**
+ * Waits until the stdout pane contains `text`, and returns what the panel showed at that very
+ * moment (read in the page, so the job cannot finish between two reads).
+ */
+async function panelWhenPrinted(text) {
+  const handle = await page.waitForFunction((wanted) => {
+    const read = (id) => document.querySelector(`[data-testid="${id}"]`).textContent;
+    const stdout = read('stdout');
+    if (!stdout.includes(wanted)) return null;
+    return {
+      stdout,
+      status: read('result-status'),
+      http: read('result-http'),
+      returned: !document.getElementById('json-block').hidden,
+    };
+  }, text, { timeout: 60_000 });
+  return handle.jsonValue();
+}
 
 async function waitForText(locator, pattern, timeout = 30_000) {
   await locator.filter({ hasText: pattern }).first().waitFor({ timeout });
@@ -96,7 +129,7 @@ test('the pandas example runs and shows its result', async () => {
 
   const result = JSON.parse(await testid('result-json').textContent());
   assert.deepEqual(result, { a: 6, b: 15 });
-  assert.match(await testid('result-http').textContent(), /^POST \/execute → 200 OK$/);
+  assert.match(await testid('result-http').textContent(), /^POST \/jobs → 202 Accepted · events: succeeded$/);
   assert.match(await testid('duration').textContent(), /\d+ (ms|s)$/);
   assert.match(await testid('round-trip').textContent(), /\d+ (ms|s)$/);
   assert.equal(await testid('error-block').isVisible(), false);
@@ -107,7 +140,7 @@ test('a failing script shows its error and traceback', async () => {
   await testid('example-select').selectOption('error');
   await testid('run-button').click();
   await waitForText(testid('result-status'), /^failed$/, 60_000);
-  assert.match(await testid('result-http').textContent(), /^POST \/execute → 422 /);
+  assert.match(await testid('result-http').textContent(), /^POST \/jobs → 202 Accepted · events: failed$/);
   assert.match(await testid('error-kind').textContent(), /exception/);
   assert.match(await testid('error-text').textContent(), /ValueError/);
   assert.match(await testid('stdout').textContent(), /parsing/);
@@ -118,14 +151,14 @@ test('a script past its timeout is stopped', async () => {
   await testid('example-select').selectOption('timeout');
   assert.equal(await testid('timeout-input').inputValue(), '2');
   const [request] = await Promise.all([
-    page.waitForRequest((r) => r.method() === 'POST' && new URL(r.url()).pathname === '/execute'),
+    page.waitForRequest((r) => r.method() === 'POST' && new URL(r.url()).pathname === '/jobs'),
     testid('run-button').click(),
   ]);
-  // Chromium re-sends a request answered 408 on a reused connection; the key makes the
-  // re-sent request return the same job instead of running the script a second time.
+  // A request the browser re-sends on its own returns the same job instead of running the
+  // script a second time.
   assert.match(request.headers()['idempotency-key'] ?? '', /^[0-9a-f-]{32,36}$/);
   await waitForText(testid('result-status'), /^timed out$/, 60_000);
-  assert.match(await testid('result-http').textContent(), /^POST \/execute → 408 /);
+  assert.match(await testid('result-http').textContent(), /^POST \/jobs → 202 Accepted · events: timed out$/);
   assert.match(await testid('error-kind').textContent(), /timeout/);
   await screenshot('timeout-result');
 });
@@ -200,6 +233,115 @@ test('clicking a job in the list loads its outcome', async () => {
   if (DOCS_SCREENSHOT) await page.screenshot({ path: DOCS_SCREENSHOT });
 });
 
+test('a running script shows its output as it prints it', async () => {
+  await setScript(ticks(6));
+  const [events] = await Promise.all([
+    page.waitForRequest(isEventsRequest),
+    testid('run-button').click(),
+  ]);
+  assert.match(await events.headerValue('accept'), /text\/event-stream/);
+
+  const seen = await panelWhenPrinted('tick 0');
+  assert.equal(seen.status, 'running');
+  assert.equal(seen.returned, false);
+  assert.doesNotMatch(seen.stdout, /tick 5/);
+  assert.match(seen.http, /^POST \/jobs → 202 Accepted · events: running$/);
+  assert.equal(await testid('run-button').isDisabled(), true);
+  await screenshot('live-output');
+
+  await waitForText(testid('result-status'), /^succeeded$/, 60_000);
+  assert.equal(await testid('stdout').textContent(), tickLines(6));
+  assert.equal(JSON.parse(await testid('result-json').textContent()), 'done');
+  assert.match(await testid('result-http').textContent(), /^POST \/jobs → 202 Accepted · events: succeeded$/);
+  assert.match(await testid('duration').textContent(), /\d+ (ms|s)$/);
+  // The run is over with its outcome.
+  await page.waitForFunction(() => !document.querySelector('[data-testid="run-button"]').disabled, null, { timeout: 5_000 });
+});
+
+test('a running job opened from the list is followed live, and no longer once left', async () => {
+  await setScript(ticks(15));
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname === '/jobs'),
+    testid('submit-button').click(),
+  ]);
+  const { id } = await response.json();
+  const eventsOf = (r) => isEventsRequest(r) && new URL(r.url()).pathname === `/jobs/${id}/events`;
+  // The panel follows the job it submitted.
+  assert.equal((await panelWhenPrinted('tick 0')).status, 'running');
+
+  // Opening another job stops following this one.
+  const [aborted] = await Promise.all([
+    page.waitForEvent('requestfailed', eventsOf),
+    testid('jobs-list').locator('[data-testid="job-row"][data-status="failed"]').first().click(),
+  ]);
+  assert.match(aborted.failure()?.errorText ?? '', /ABORTED/);
+  await waitForText(testid('result-status'), /^failed$/);
+
+  const row = testid('jobs-list').locator(`[data-testid="job-row"][data-job-id="${id}"]`);
+  await Promise.all([page.waitForRequest(eventsOf), row.click()]);
+  const seen = await panelWhenPrinted('tick 1');
+  assert.equal(seen.status, 'running');
+  assert.equal(seen.returned, false);
+  assert.match(seen.http, /^GET \/jobs\/[0-9a-f]{8}… → 200 OK · events: running$/);
+  assert.equal(await row.getAttribute('aria-current'), 'true');
+
+  await waitForText(testid('result-status'), /^succeeded$/, 60_000);
+  // The stream starts over from the job's first line: each printed once, none missing.
+  assert.equal(await testid('stdout').textContent(), tickLines(15));
+  assert.match(await testid('result-http').textContent(), /^GET \/jobs\/[0-9a-f]{8}… → 200 OK · events: succeeded$/);
+});
+
+test('a stream that breaks off resumes where it stopped', async () => {
+  const requests = [];
+  const record = (request) => {
+    if (isEventsRequest(request)) requests.push(request);
+  };
+  page.on('request', record);
+  // The first answer ends after the first event, with a keep-alive comment before it.
+  await page.route(isEventsPath, (route) => route.fulfill({
+    status: 200,
+    contentType: 'text/event-stream',
+    body: ': keep-alive\n\nid: 0\nevent: status\ndata: {"status":"queued"}\n\n',
+  }), { times: 1 });
+  try {
+    await setScript(ticks(4));
+    await testid('run-button').click();
+    await waitForText(testid('result-status'), /^succeeded$/, 60_000);
+  } finally {
+    page.off('request', record);
+    await page.unroute(isEventsPath);
+  }
+  assert.equal(requests.length, 2);
+  assert.equal(await requests[0].headerValue('last-event-id'), null);
+  assert.equal(await requests[1].headerValue('last-event-id'), '0');
+  assert.equal(await testid('stdout').textContent(), tickLines(4));
+  assert.match(await testid('result-http').textContent(), /· events: succeeded$/);
+});
+
+test('without the event stream, a run falls back to long-polling', async () => {
+  // An older server, without the route.
+  await page.route(isEventsPath, (route) => route.fulfill({
+    status: 404,
+    contentType: 'application/json',
+    body: JSON.stringify({ error: 'no route for GET /jobs/…/events', code: 'not_found' }),
+  }));
+  try {
+    await testid('example-select').selectOption('print');
+    await waitForText(testid('validation'), /Valid/);
+    const [poll] = await Promise.all([
+      page.waitForRequest((r) => r.method() === 'GET' && /^\/jobs\/[0-9a-f-]{36}$/.test(new URL(r.url()).pathname)),
+      testid('run-button').click(),
+    ]);
+    assert.equal(new URL(poll.url()).searchParams.get('wait'), '30');
+    await waitForText(testid('result-status'), /^succeeded$/, 60_000);
+  } finally {
+    await page.unroute(isEventsPath);
+  }
+  assert.match(await testid('result-http').textContent(), /^POST \/jobs → 202 Accepted · polling: succeeded$/);
+  assert.equal(JSON.parse(await testid('result-json').textContent()), 42);
+  assert.equal(await testid('stdout').textContent(), 'hello\n');
+});
+
 // The key tests come after the README's screenshot and leave no key behind.
 test('an API key typed in its field is sent as a bearer token and kept across reloads', async () => {
   const input = testid('api-key-input');
@@ -213,11 +355,14 @@ test('an API key typed in its field is sent as a bearer token and kept across re
   assert.equal(await input.getAttribute('type'), 'password');
 
   await testid('example-select').selectOption('hello');
-  const [request] = await Promise.all([
-    page.waitForRequest((r) => r.method() === 'POST' && new URL(r.url()).pathname === '/execute'),
+  const [request, events] = await Promise.all([
+    page.waitForRequest((r) => r.method() === 'POST' && new URL(r.url()).pathname === '/jobs'),
+    page.waitForRequest(isEventsRequest),
     testid('run-button').click(),
   ]);
   assert.equal(await request.headerValue('authorization'), `Bearer ${API_KEY}`);
+  // The event stream is read with fetch() rather than EventSource, which cannot send the key.
+  assert.equal(await events.headerValue('authorization'), `Bearer ${API_KEY}`);
   await waitForText(testid('result-status'), /^succeeded$/, 60_000);
 
   // After a reload the key is back in the field, and the page's first requests carry it.
@@ -250,7 +395,7 @@ test('a 401 answer asks for an API key and the page keeps working', async () => 
 
     await testid('run-button').click();
     await waitForText(testid('result-status'), /^rejected$/);
-    assert.match(await testid('result-http').textContent(), /^POST \/execute → 401 Unauthorized$/);
+    assert.match(await testid('result-http').textContent(), /^POST \/jobs → 401 Unauthorized$/);
     assert.equal(await testid('error-kind').textContent(), 'unauthenticated');
     const text = await testid('error-text').textContent();
     assert.match(text, /This server needs an API key: paste yours in the API key field above/);

@@ -185,6 +185,7 @@ async fn load(store: &str, base: &str, floors: &Floors, pids: Pids) -> anyhow::R
     }
     let pass = Duration::from_secs_f64(floors.pass_ms / 1000.0);
     let import_pandas = Duration::from_secs_f64(floors.import_pandas_ms / 1000.0);
+    api::webhooks::install_tls_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;

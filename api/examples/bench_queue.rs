@@ -103,6 +103,7 @@ async fn pre_insert(store: &Arc<dyn JobStore>, n: usize) -> anyhow::Result<()> {
                         request_id: None,
                         tenant: Tenant::NONE,
                         args: None,
+                        webhook_url: None,
                     })
                     .await?;
             }
@@ -161,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
     let mut api_env = common.clone();
     api_env.push(("PORT", port.to_string()));
     let api = spawn("api", &api_env)?;
+    api::webhooks::install_tls_provider();
     let client = reqwest::Client::new();
     let ready_by = Instant::now() + Duration::from_secs(30);
     while client

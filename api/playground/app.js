@@ -1,4 +1,5 @@
-// runbox playground: edit a script, run it (POST /execute) or queue it (POST /jobs), watch jobs.
+// runbox playground: edit a script, run it or queue it (POST /jobs), watch its output as it is
+// printed (GET /jobs/<id>/events), watch jobs.
 // Everything a script produces is untrusted: it only ever reaches the page through textContent.
 'use strict';
 
@@ -137,13 +138,16 @@
     return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
   }
 
-  /** One request; never throws. `status` is 0 when the API could not be reached. */
-  async function api(method, path, body, signal, extraHeaders = {}) {
-    const started = performance.now();
-    const init = { method, headers: { accept: 'application/json', ...extraHeaders }, signal };
+  function withKey(headers) {
     // A server that does not require keys ignores one, so it is sent whenever there is one.
     const key = apiKey();
-    if (key) init.headers.authorization = `Bearer ${key}`;
+    return key ? { ...headers, authorization: `Bearer ${key}` } : headers;
+  }
+
+  /** One request; never throws but when aborted. `status` is 0 when the API could not be reached. */
+  async function api(method, path, body, signal, extraHeaders = {}) {
+    const started = performance.now();
+    const init = { method, headers: withKey({ accept: 'application/json', ...extraHeaders }), signal };
     if (body !== undefined) {
       init.headers['content-type'] = 'application/json';
       init.body = JSON.stringify(body);
@@ -197,9 +201,11 @@
     return status ? `${status} ${STATUS_TEXT[status] || ''}`.trim() : 'no answer';
   }
 
+  const statusLabel = (status) => status.replace('_', ' ');
+
   function setBadge(node, status) {
     node.className = `badge badge-${status}`;
-    node.textContent = status.replace('_', ' ');
+    node.textContent = statusLabel(status);
   }
 
   // ---- Result panel -----------------------------------------------------------------------
@@ -208,6 +214,8 @@
 
   function clearResult() {
     for (const block of [el.errorBlock, el.jsonBlock, el.stdoutBlock, el.stderrBlock]) block.hidden = true;
+    el.stdoutBlock.classList.remove('streaming');
+    el.stderrBlock.classList.remove('streaming');
     el.placeholder.hidden = true;
     for (const node of [el.duration, el.cpu, el.peak, el.rtt]) node.textContent = '–';
     el.http.textContent = '';
@@ -232,15 +240,69 @@
     trunc.hidden = !truncated;
   }
 
+  /** Adds a chunk of a running job's output to its pane. */
+  function appendOutput(stream, text) {
+    const stderr = stream === 'stderr';
+    const [block, pre] = stderr ? [el.stderrBlock, el.stderr] : [el.stdoutBlock, el.stdout];
+    // Keep the newest line in view unless the reader has scrolled up to an older one.
+    const atEnd = block.hidden || pre.scrollHeight - pre.scrollTop - pre.clientHeight < 4;
+    block.hidden = false;
+    pre.append(text);
+    if (atEnd) pre.scrollTop = pre.scrollHeight;
+    block.classList.add('streaming');
+    (stderr ? el.stdoutBlock : el.stderrBlock).classList.remove('streaming');
+  }
+
+  function clearOutput() {
+    showOutput(el.stdoutBlock, el.stdout, el.stdoutTrunc, '', false);
+    showOutput(el.stderrBlock, el.stderr, el.stderrTrunc, '', false);
+    el.stdoutBlock.classList.remove('streaming');
+    el.stderrBlock.classList.remove('streaming');
+  }
+
+  /** The HTTP line: the answer that showed the job, then how it is being followed. */
+  function setHttpLine(request, http, note) {
+    el.http.textContent = `${request} → ${httpLabel(http)}${note ? ` · ${note}` : ''}`;
+    el.http.title = el.http.textContent;
+  }
+
+  function metaExtra(job) {
+    const extra = [];
+    if (typeof job.timeout === 'number') extra.push(`${job.timeout} s`);
+    if (typeof job.memory_mb === 'number') extra.push(`${job.memory_mb} MiB`);
+    if (job.attempt) extra.push(`attempt ${job.attempt}`);
+    if (job.worker_id) extra.push(`worker ${job.worker_id}`);
+    return extra.join(' · ');
+  }
+
+  function waitingText(status) {
+    return status === 'queued' ? 'Queued: waiting for a worker…' : 'Running in the sandbox…';
+  }
+
   /**
-   * Shows one answer: a job (from /execute or GET /jobs/<id>), an accepted job, or an error
-   * body. `request` names what was asked; `http` and `rtt` describe the answer.
+   * Updates the panel for a job that is still queued or running, leaving its output as it is.
+   * `view` is the answer that showed the job ({ request, http }).
    */
-  function showAnswer({ request, http, rtt, body }) {
+  function showProgress(job, view, note) {
+    setBadge(el.status, job.status);
+    setHttpLine(view.request, view.http, note);
+    el.meta.hidden = false;
+    el.resultId.textContent = job.id;
+    el.resultExtra.textContent = metaExtra(job);
+    el.cancel.hidden = false;
+    el.placeholder.hidden = false;
+    el.placeholder.textContent = waitingText(job.status);
+  }
+
+  /**
+   * Shows one answer: a job (from POST /jobs, GET /jobs/<id> or its events), an accepted job,
+   * or an error body. `request` names what was asked; `http` and `rtt` describe the answer;
+   * `note` says how the job was followed since.
+   */
+  function showAnswer({ request, http, rtt, body, note }) {
     clearResult();
     const isJob = body && typeof body === 'object' && typeof body.status === 'string' && typeof body.id === 'string';
-    el.http.textContent = `${request} → ${httpLabel(http)}`;
-    el.http.title = el.http.textContent;
+    setHttpLine(request, http, note);
     el.http.className = http >= 200 && http < 300 ? 'http' : 'http bad';
     el.rtt.textContent = rtt === undefined ? '–' : ms(rtt);
     panel.jobId = isJob ? body.id : null;
@@ -267,12 +329,7 @@
     setBadge(el.status, body.status);
     el.meta.hidden = false;
     el.resultId.textContent = body.id;
-    const extra = [];
-    if (typeof body.timeout === 'number') extra.push(`${body.timeout} s`);
-    if (typeof body.memory_mb === 'number') extra.push(`${body.memory_mb} MiB`);
-    if (body.attempt) extra.push(`attempt ${body.attempt}`);
-    if (body.worker_id) extra.push(`worker ${body.worker_id}`);
-    el.resultExtra.textContent = extra.join(' · ');
+    el.resultExtra.textContent = metaExtra(body);
     el.cancel.hidden = TERMINAL.has(body.status);
     el.duration.textContent = ms(body.duration_ms);
     el.cpu.textContent = ms(body.cpu_ms);
@@ -292,9 +349,7 @@
     showOutput(el.stderrBlock, el.stderr, el.stderrTrunc, body.stderr, body.stderr_truncated);
     if (!TERMINAL.has(body.status)) {
       el.placeholder.hidden = false;
-      el.placeholder.textContent = body.status === 'queued'
-        ? 'Queued: waiting for a worker…'
-        : 'Running in the sandbox…';
+      el.placeholder.textContent = waitingText(body.status);
     }
   }
 
@@ -436,7 +491,10 @@
     else refreshJobs();
   });
 
-  /** Long-polls one job until it finishes, keeping the list and the result panel current. */
+  /**
+   * Long-polls one of this page's jobs until it finishes, keeping its row current where the
+   * server does not list jobs. The result panel follows its job by itself (`watch`).
+   */
   async function follow(id) {
     if (followed.has(id)) return;
     followed.add(id);
@@ -447,9 +505,6 @@
         if (answer.status === 200 && answer.json) {
           failures = 0;
           remember(answer.json);
-          if (panel.jobId === id) {
-            showAnswer({ request: `GET /jobs/${id.slice(0, 8)}…`, http: answer.status, rtt: answer.ms, body: answer.json });
-          }
           renderJobs();
           if (TERMINAL.has(answer.json.status)) {
             refreshJobs();
@@ -468,16 +523,260 @@
     }
   }
 
+  // ---- Following the panel's job live -----------------------------------------------------
+
+  // The panel follows one job at a time; a new run, a new submission or opening a job aborts
+  // the previous one's requests.
+  const live = { controller: null, id: null };
+  // Reconnections in a row after the stream broke off, before long-polling takes over.
+  const STREAM_RETRIES = 3;
+
+  function takePanel() {
+    if (live.controller) live.controller.abort();
+    live.controller = new AbortController();
+    live.id = null;
+    return live.controller.signal;
+  }
+
+  /** Waits `delay` ms; rejects as soon as `signal` aborts. */
+  function pause(delay, signal) {
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      const aborted = () => {
+        clearTimeout(timer);
+        reject(signal.reason);
+      };
+      const timer = setTimeout(() => {
+        signal.removeEventListener('abort', aborted);
+        resolve();
+      }, delay);
+      signal.addEventListener('abort', aborted, { once: true });
+    });
+  }
+
+  /**
+   * Reads a text/event-stream body, calling `onEvent({ id, type, data })` for each event until
+   * the stream ends or `onEvent` returns true. EventSource would parse it too, but it cannot
+   * send the API key. Rejects when the connection breaks or is aborted.
+   */
+  async function readEvents(stream, onEvent) {
+    const reader = stream.getReader();
+    const decoder = new TextDecoder();
+    let buffer = '';
+    let id = null; // like EventSource's last event id, it carries over to later events
+    let type = '';
+    let data = [];
+    let stop = false;
+    const line = (text) => {
+      if (text === '') {
+        if (data.length) stop = onEvent({ id, type: type || 'message', data: data.join('\n') }) === true;
+        type = '';
+        data = [];
+        return;
+      }
+      if (text[0] === ':') return; // a comment: the server's keep-alive
+      const colon = text.indexOf(':');
+      const field = colon === -1 ? text : text.slice(0, colon);
+      let value = colon === -1 ? '' : text.slice(colon + 1);
+      if (value[0] === ' ') value = value.slice(1);
+      if (field === 'data') data.push(value);
+      else if (field === 'event') type = value;
+      else if (field === 'id' && !value.includes('\0')) id = value;
+    };
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        buffer += done ? decoder.decode() : decoder.decode(value, { stream: true });
+        const breaks = /\r\n|\r|\n/g;
+        let start = 0;
+        for (let match = breaks.exec(buffer); match && !stop; match = breaks.exec(buffer)) {
+          // A \r that ends the chunk may be the first half of a \r\n still on its way.
+          if (!done && match[0] === '\r' && match.index === buffer.length - 1) break;
+          line(buffer.slice(start, match.index));
+          start = breaks.lastIndex;
+        }
+        buffer = buffer.slice(start);
+        // A last event without its blank line is incomplete, and dropped as EventSource does.
+        if (done || stop) return;
+      }
+    } finally {
+      reader.cancel().catch(() => {});
+    }
+  }
+
+  /**
+   * Applies one event of the panel's job. Returns true for the last one, once the panel shows
+   * how the job ended.
+   */
+  function applyEvent(id, view, event) {
+    let data;
+    try {
+      data = parseJson(event.data);
+    } catch {
+      return false;
+    }
+    if (!data || typeof data !== 'object') return false;
+    if (event.type === 'output') {
+      if (typeof data.text === 'string' && data.text) appendOutput(data.stream, data.text);
+      return false;
+    }
+    if (event.type !== 'status' || typeof data.status !== 'string') return false;
+    if (TERMINAL.has(data.status)) {
+      const job = { ...data, id: typeof data.id === 'string' ? data.id : id };
+      remember(job);
+      showAnswer({
+        request: view.request, http: view.http, rtt: view.rtt(), body: job,
+        note: `events: ${statusLabel(job.status)}`,
+      });
+      renderJobs();
+      refreshJobs();
+      return true;
+    }
+    remember({ id, ...data });
+    // The stream's own status, even when the job list has already seen the job end: the panel
+    // shows the end with the output that led to it.
+    showProgress({ ...known.get(id), ...data, id }, view, `events: ${statusLabel(data.status)}`);
+    renderJobs();
+    return false;
+  }
+
+  /**
+   * Follows the job's events into the panel. Resolves true once the panel shows how the job
+   * ended (or why it cannot be followed), false when long-polling should take over: the server
+   * has no event stream, or it kept breaking off.
+   */
+  async function streamJob(id, view, signal) {
+    const path = `/jobs/${encodeURIComponent(id)}/events`;
+    let lastId = null;
+    let opened = false;
+    let retries = 0;
+    for (;;) {
+      const headers = { accept: 'text/event-stream' };
+      if (lastId !== null) headers['last-event-id'] = lastId;
+      let response = null;
+      try {
+        response = await fetch(path, { headers: withKey(headers), signal, cache: 'no-store' });
+      } catch (error) {
+        if (signal.aborted) throw error;
+      }
+      if (response && response.status === 401) {
+        const text = await response.text().catch((error) => {
+          if (signal.aborted) throw error;
+          return '';
+        });
+        let body = null;
+        try {
+          body = parseJson(text);
+        } catch {
+          body = null;
+        }
+        showAnswer({ request: `GET /jobs/${id.slice(0, 8)}…/events`, http: 401, body });
+        return true;
+      }
+      const streaming = response && response.status === 200 && response.body &&
+        /^text\/event-stream\b/i.test(response.headers.get('content-type') || '');
+      if (streaming) {
+        if (!opened) {
+          // The stream starts from the job's first output: what a first look showed is replaced.
+          clearOutput();
+          opened = true;
+        }
+        let received = false;
+        let ended = false;
+        try {
+          await readEvents(response.body, (event) => {
+            received = true;
+            if (event.id !== null) lastId = event.id;
+            ended = applyEvent(id, view, event);
+            return ended;
+          });
+        } catch (error) {
+          if (signal.aborted) throw error;
+        }
+        if (ended) return true;
+        if (received) retries = 0;
+      } else {
+        if (response && response.body) response.body.cancel().catch(() => {});
+        // Without the route (an older server) or without an answer, long-polling still works.
+        if (!opened) return false;
+      }
+      retries += 1;
+      if (retries > STREAM_RETRIES) return false;
+      setHttpLine(view.request, view.http, 'events: reconnecting…');
+      await pause(500 * retries, signal);
+    }
+  }
+
+  /** Long-polls the job into the panel until it ends: for when its events cannot be streamed. */
+  async function pollJob(id, view, signal) {
+    const request = `GET /jobs/${id.slice(0, 8)}…`;
+    let failures = 0;
+    for (;;) {
+      const answer = await api('GET', `/jobs/${encodeURIComponent(id)}?wait=30`, undefined, signal);
+      const job = answer.json;
+      if (answer.status === 200 && job && job.id === id && typeof job.status === 'string') {
+        failures = 0;
+        remember(job);
+        renderJobs();
+        if (TERMINAL.has(job.status)) {
+          showAnswer({ request: view.request, http: view.http, rtt: view.rtt(), body: job, note: `polling: ${statusLabel(job.status)}` });
+          refreshJobs();
+          return;
+        }
+        showProgress(job, view, `polling: ${statusLabel(job.status)}`);
+      } else if ((answer.status === 0 || answer.status === 408 || answer.status === 429 || answer.status >= 500) &&
+        failures < 5) {
+        failures += 1;
+        setHttpLine(view.request, view.http, 'polling: retrying…');
+        await pause(1000 * failures, signal);
+      } else {
+        showAnswer({ request, http: answer.status, rtt: answer.ms, body: job });
+        return;
+      }
+    }
+  }
+
+  /**
+   * Keeps the panel on job `id` until the job ends or `signal` aborts. `view` is the answer
+   * that showed the job first: { request, http, rtt() }, rtt() giving the round trip to show
+   * with the outcome.
+   */
+  async function watch(id, view, signal) {
+    live.id = id;
+    try {
+      if (!(await streamJob(id, view, signal))) await pollJob(id, view, signal);
+    } catch (error) {
+      if (!signal.aborted) throw error;
+      // Another job took the panel; this one's row still has to reach its end.
+      const job = known.get(id);
+      if (job && !TERMINAL.has(job.status)) follow(id);
+    } finally {
+      if (live.controller && live.controller.signal === signal) live.id = null;
+    }
+  }
+
   async function openJob(id) {
+    const signal = takePanel();
     panel.jobId = id;
     renderJobs();
-    const answer = await api('GET', `/jobs/${encodeURIComponent(id)}`);
-    if (panel.jobId !== id) return;
+    let answer;
+    try {
+      answer = await api('GET', `/jobs/${encodeURIComponent(id)}`, undefined, signal);
+    } catch {
+      return; // another job was opened meanwhile
+    }
+    if (signal.aborted) return;
     if (answer.status === 200 && answer.json) remember(answer.json);
-    showAnswer({ request: `GET /jobs/${id.slice(0, 8)}…`, http: answer.status, rtt: answer.ms, body: answer.json });
+    const request = `GET /jobs/${id.slice(0, 8)}…`;
+    showAnswer({ request, http: answer.status, rtt: answer.ms, body: answer.json });
     panel.jobId = id;
     renderJobs();
-    if (answer.json && answer.json.status && !TERMINAL.has(answer.json.status)) follow(id);
+    if (answer.status === 200 && answer.json && answer.json.status && !TERMINAL.has(answer.json.status)) {
+      await watch(id, { request, http: answer.status, rtt: () => answer.ms }, signal);
+    }
   }
 
   // ---- Run, submit, cancel ----------------------------------------------------------------
@@ -490,23 +789,53 @@
     button.querySelector('.btn-text').textContent = text;
   }
 
+  /**
+   * POST /jobs with the editor's script. Resolves with the job the panel should follow and the
+   * request's round trip, or null when the panel shows why there is none (or another job took
+   * the panel meanwhile).
+   */
+  async function queueJob(signal) {
+    const body = requestBody();
+    const answer = await api('POST', '/jobs', body, undefined, { 'idempotency-key': idempotencyKey() });
+    const accepted = answer.json;
+    if (answer.status !== 202 || !accepted || typeof accepted.id !== 'string') {
+      if (!signal.aborted) showAnswer({ request: 'POST /jobs', http: answer.status, rtt: answer.ms, body: accepted });
+      return null;
+    }
+    const job = {
+      id: accepted.id,
+      status: accepted.status || 'queued',
+      created_at: new Date().toISOString(),
+      timeout: body.timeout,
+      memory_mb: body.memory_mb,
+    };
+    remember(job);
+    renderJobs();
+    refreshJobs();
+    if (signal.aborted) {
+      follow(job.id);
+      return null;
+    }
+    showAnswer({ request: 'POST /jobs', http: answer.status, rtt: answer.ms, body: job });
+    return { job, ms: answer.ms };
+  }
+
   async function run() {
     if (running) return;
     running = true;
+    const signal = takePanel();
     setBusy(el.run, true, 'Running…');
-    showPending('running', 'POST /execute');
+    showPending('queued', 'POST /jobs');
     el.placeholder.hidden = false;
-    el.placeholder.textContent = 'Running in the sandbox…';
+    el.placeholder.textContent = 'Submitting the script…';
+    const started = performance.now();
     try {
-      const answer = await api('POST', '/execute', requestBody(), undefined, { 'idempotency-key': idempotencyKey() });
-      const body = answer.json;
-      if (body && typeof body.id === 'string' && typeof body.status === 'string') {
-        remember({ created_at: new Date().toISOString(), ...body });
+      const queued = await queueJob(signal);
+      // Like waiting on /execute, a run lasts until the outcome is in, and its round trip is
+      // the whole wait; the output shows as it is printed meanwhile.
+      if (queued) {
+        await watch(queued.job.id, { request: 'POST /jobs', http: 202, rtt: () => performance.now() - started }, signal);
       }
-      showAnswer({ request: 'POST /execute', http: answer.status, rtt: answer.ms, body });
-      if (answer.status === 202 && body && body.id) follow(body.id);
-      renderJobs();
-      refreshJobs();
     } finally {
       running = false;
       setBusy(el.run, false, 'Run');
@@ -515,29 +844,14 @@
 
   async function submit() {
     setBusy(el.submit, true, 'Submitting…');
+    const signal = takePanel();
+    let queued;
     try {
-      const body = requestBody();
-      const answer = await api('POST', '/jobs', body, undefined, { 'idempotency-key': idempotencyKey() });
-      const accepted = answer.json;
-      if (answer.status === 202 && accepted && typeof accepted.id === 'string') {
-        const job = {
-          id: accepted.id,
-          status: accepted.status || 'queued',
-          created_at: new Date().toISOString(),
-          timeout: body.timeout,
-          memory_mb: body.memory_mb,
-        };
-        remember(job);
-        showAnswer({ request: 'POST /jobs', http: answer.status, rtt: answer.ms, body: job });
-        renderJobs();
-        follow(accepted.id);
-        refreshJobs();
-      } else {
-        showAnswer({ request: 'POST /jobs', http: answer.status, rtt: answer.ms, body: accepted });
-      }
+      queued = await queueJob(signal);
     } finally {
       setBusy(el.submit, false, 'Submit job');
     }
+    if (queued) await watch(queued.job.id, { request: 'POST /jobs', http: 202, rtt: () => queued.ms }, signal);
   }
 
   async function cancel() {
@@ -547,7 +861,8 @@
     const answer = await api('POST', `/jobs/${encodeURIComponent(id)}/cancel`);
     el.cancel.disabled = false;
     if (answer.status === 200 && answer.json) remember(answer.json);
-    if (panel.jobId === id) {
+    // A job followed live shows its end from its own stream, with the output before it.
+    if (panel.jobId === id && !(answer.status === 200 && live.id === id)) {
       showAnswer({ request: `POST /jobs/${id.slice(0, 8)}…/cancel`, http: answer.status, rtt: answer.ms, body: answer.json });
     }
     renderJobs();

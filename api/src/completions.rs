@@ -173,6 +173,7 @@ mod tests {
             request_id: None,
             tenant: Tenant::NONE,
             args: None,
+            webhook_url: None,
         };
         store.enqueue(&job).await.expect("enqueue");
         let mut claimed = store.claim("worker", 1, LEASE).await.expect("claim");

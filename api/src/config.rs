@@ -7,6 +7,7 @@ use shared::config::{LogConfig, StoreConfig};
 use crate::auth::{AuthMode, MetricsAuth};
 use crate::keys_command::Command;
 use crate::quota::QuotaDefaults;
+use crate::webhooks::WebhookConfig;
 
 /// Everything the `api` binary is configured with; `api --help` lists it.
 #[derive(Debug, Clone, clap::Parser)]
@@ -30,6 +31,9 @@ pub struct ApiConfig {
 
     #[command(flatten)]
     pub quotas: QuotaDefaults,
+
+    #[command(flatten)]
+    pub webhooks: WebhookConfig,
 
     /// Address to listen on.
     #[arg(long, env = "HOST", default_value = "127.0.0.1")]

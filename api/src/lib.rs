@@ -15,6 +15,7 @@ pub mod routes;
 pub mod state;
 pub mod submission;
 pub mod view;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -59,6 +60,7 @@ struct Background {
     completion_poll: Duration,
     backstop_poll: Duration,
     retention: Duration,
+    webhooks: webhooks::WebhookConfig,
 }
 
 /// The running background loops of an [`App`]; they stop when this is dropped.
@@ -94,6 +96,10 @@ impl Background {
                 self.backstop_poll,
             )),
             tokio::spawn(retention::run(Arc::clone(&self.store), self.retention)),
+            tokio::spawn(webhooks::run(
+                Arc::clone(&self.store),
+                self.webhooks.clone(),
+            )),
         ]
     }
 }
@@ -107,6 +113,7 @@ pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> App {
         completion_poll: config.completion_poll(),
         backstop_poll: config.store.backstop_poll(),
         retention: Duration::from_secs(config.retention_secs),
+        webhooks: config.webhooks.clone(),
     };
     let state = AppState {
         limits: config.limits,
@@ -115,6 +122,7 @@ pub fn app(config: &ApiConfig, store: Arc<dyn JobStore>) -> App {
         queue_grace: config.queue_grace(),
         max_queued_jobs: config.max_queued_jobs,
         quota_defaults: config.quotas,
+        webhooks: config.webhooks.clone(),
         idempotency_window: Duration::from_secs(config.idempotency_window_secs),
         cancel_on_disconnect: config.execute_cancel_on_disconnect,
         metrics: metrics::exporter(Arc::clone(&store)),

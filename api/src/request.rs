@@ -40,6 +40,17 @@ pub struct ScriptRequestBody {
     /// (unless it takes `**kwargs`), and every parameter without a default must be given.
     /// Numbers of any size and strings arrive exactly as sent.
     args: Option<serde_json::Map<String, Value>>,
+    /// Where to POST the job once it is terminal, signed per Standard Webhooks (`/jobs` and
+    /// `/execute`; `/validate` checks it).
+    webhook: Option<WebhookBody>,
+}
+
+/// `webhook` of the request body.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // described, never built
+pub struct WebhookBody {
+    /// An `http://` or `https://` URL whose host resolves to public addresses.
+    url: String,
 }
 
 /// A checked request to run a script.
@@ -48,6 +59,8 @@ pub struct ScriptRequest {
     pub script: String,
     pub limits: Limits,
     pub args: Option<Args>,
+    /// `webhook.url`, not yet checked against where it resolves.
+    pub webhook_url: Option<String>,
 }
 
 /// A request's `args`: the object's text exactly as sent, and its names.
@@ -204,6 +217,24 @@ pub fn parse(body: &[u8], limits: &RequestLimits) -> Result<ScriptRequest, ApiEr
             ))
         }
     };
+    let webhook_url = match fields.get("webhook") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(webhook)) => match (webhook.get("url"), webhook.len()) {
+            (Some(Value::String(url)), 1) => Some(url.clone()),
+            _ => {
+                return Err(invalid(
+                    "webhook",
+                    "`webhook` must be {\"url\": \"https://...\"}",
+                ))
+            }
+        },
+        Some(_) => {
+            return Err(invalid(
+                "webhook",
+                "`webhook` must be {\"url\": \"https://...\"}",
+            ))
+        }
+    };
     Ok(ScriptRequest {
         script,
         limits: Limits {
@@ -211,6 +242,7 @@ pub fn parse(body: &[u8], limits: &RequestLimits) -> Result<ScriptRequest, ApiEr
             memory_mb,
         },
         args,
+        webhook_url,
     })
 }
 

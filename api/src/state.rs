@@ -12,6 +12,7 @@ use crate::completions::Completions;
 use crate::config::RequestLimits;
 use crate::metrics::Exporter;
 use crate::quota::QuotaDefaults;
+use crate::webhooks::WebhookConfig;
 
 /// Shared handler state; cheap to clone.
 #[derive(Clone)]
@@ -24,6 +25,7 @@ pub struct AppState {
     pub queue_grace: Duration,
     pub max_queued_jobs: u64,
     pub quota_defaults: QuotaDefaults,
+    pub webhooks: WebhookConfig,
     pub idempotency_window: Duration,
     pub cancel_on_disconnect: bool,
     pub metrics: Arc<Exporter>,

@@ -15,6 +15,7 @@ use crate::error::ApiError;
 use crate::quota;
 use crate::request::{Args, ScriptRequest};
 use crate::state::AppState;
+use crate::webhooks;
 use crate::REQUEST_ID;
 
 /// A job this request stored, or the one its `Idempotency-Key` already names.
@@ -48,6 +49,10 @@ fn request_hash(request: &ScriptRequest) -> String {
         hasher.update(b"args");
         hasher.update(args.text.as_bytes());
     }
+    if let Some(url) = &request.webhook_url {
+        hasher.update(b"webhook");
+        hasher.update(url.as_bytes());
+    }
     hasher
         .finalize()
         .iter()
@@ -66,6 +71,9 @@ pub(crate) async fn submit(
         .checker
         .check(request.script.clone(), Args::names(request.args.as_ref()))
         .await?;
+    if let Some(url) = &request.webhook_url {
+        webhooks::check(&state.webhooks, url).await?;
+    }
     if let Caller::Key(api_key) = caller {
         quota::admit(state, api_key, &request.limits).await?;
     }
@@ -92,6 +100,7 @@ pub(crate) async fn submit(
             .map(str::to_owned),
         tenant: caller.tenant(),
         args: request.args.map(|args| args.text),
+        webhook_url: request.webhook_url,
     };
     match state.store.enqueue(&job).await? {
         Enqueued::Created => {

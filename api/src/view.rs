@@ -82,6 +82,26 @@ pub struct JobView<'a> {
     /// The `x-request-id` of the request that created the job.
     #[schema(required)]
     pub request_id: Option<&'a str>,
+    /// The job's webhook and its delivery; null when the request named none.
+    #[schema(required)]
+    pub webhook: Option<WebhookView<'a>>,
+}
+
+/// Where a job's end is announced, and how far that got.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookView<'a> {
+    pub url: &'a str,
+    /// `pending` (the job runs, or delivery is being retried), `delivered`, or `failed` (given
+    /// up after `WEBHOOK_RETRY_SECS`).
+    #[schema(pattern = "^(pending|delivered|failed)$")]
+    pub status: &'static str,
+    /// Deliveries tried so far.
+    pub attempts: u32,
+    /// Why the last try failed.
+    #[schema(required)]
+    pub last_error: Option<&'a str>,
+    #[schema(format = DateTime, required)]
+    pub delivered_at: Option<String>,
 }
 
 /// A queued job: the answer of `POST /jobs`, and of `/execute` when the job did not finish in
@@ -233,6 +253,13 @@ impl<'a> JobView<'a> {
             attempt: job.attempt,
             worker_id: job.worker_id.as_deref(),
             request_id: job.request_id.as_deref(),
+            webhook: job.webhook.as_ref().map(|webhook| WebhookView {
+                url: &webhook.url,
+                status: webhook.state.as_str(),
+                attempts: webhook.attempts,
+                last_error: webhook.last_error.as_deref(),
+                delivered_at: webhook.delivered_at.map(rfc3339),
+            }),
         }
     }
 }
@@ -354,6 +381,7 @@ mod tests {
             request_id: None,
             tenant: Tenant::NONE,
             args: None,
+            webhook: None,
         }
     }
 

@@ -30,6 +30,7 @@ fn job() -> NewJob {
         request_id: None,
         tenant: Tenant::NONE,
         args: None,
+        webhook_url: None,
     }
 }
 

@@ -200,6 +200,8 @@ pub struct NewJob {
     pub tenant: Tenant,
     /// Keyword arguments for `main`: a JSON object's text, as the client sent it.
     pub args: Option<String>,
+    /// Where to POST the job once it is terminal.
+    pub webhook_url: Option<String>,
 }
 
 /// A client's idempotency key and what it was first used for.
@@ -376,6 +378,51 @@ pub struct Job {
     pub tenant: Tenant,
     /// Keyword arguments for `main`, as the client sent them.
     pub args: Option<Box<RawValue>>,
+    /// The job's webhook and how its delivery stands, if the request named one.
+    pub webhook: Option<Webhook>,
+}
+
+/// A job's webhook: where its end is announced, and how far that got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub url: String,
+    pub state: WebhookState,
+    /// Deliveries tried so far.
+    pub attempts: u32,
+    /// Why the last try failed.
+    pub last_error: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// Where a webhook's delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookState {
+    /// Waiting for the job to end, or being retried.
+    Pending,
+    Delivered,
+    /// Given up on after the retry period.
+    Failed,
+}
+
+impl WebhookState {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(Self::Pending),
+            "delivered" => Some(Self::Delivered),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
 }
 
 /// A job as `GET /jobs` lists it: its state and timings, without script or output.

@@ -483,6 +483,7 @@ mod tests {
                     request_id: None,
                     tenant: Tenant::NONE,
                     args: None,
+                    webhook_url: None,
                 };
                 store.enqueue(&job).await.expect("enqueue");
                 jobs.push(job.id);

@@ -7,6 +7,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::request::{Args, ScriptRequest, ScriptRequestBody};
 use crate::state::AppState;
 use crate::view::{MainKind, Validated};
+use crate::webhooks;
 
 /// Check a script without running it.
 ///
@@ -30,6 +31,9 @@ pub(super) async fn validate(
     State(state): State<AppState>,
     request: ScriptRequest,
 ) -> Result<Json<Validated>, ApiError> {
+    if let Some(url) = &request.webhook_url {
+        webhooks::check(&state.webhooks, url).await?;
+    }
     let names = Args::names(request.args.as_ref());
     let main = state.checker.check(request.script, names).await?;
     Ok(Json(Validated {

@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 
 use super::{StoreError, TenantLoad};
 use crate::job::{
-    ErrorKind, Failure, JobStatus, Output, OutputChunk, OutputStream, SourcePosition,
+    ErrorKind, Failure, JobStatus, Output, OutputChunk, OutputStream, SourcePosition, WebhookState,
 };
 use crate::tenant::Tenant;
 
@@ -115,4 +115,10 @@ pub(super) fn output_chunk(row: (i64, String, String)) -> Result<OutputChunk, St
             .ok_or_else(|| StoreError::Corrupt(format!("output stream {stream:?}")))?,
         text,
     })
+}
+
+/// `webhook_state` of a job that has a webhook.
+pub(super) fn webhook_state(text: Option<&str>) -> Result<WebhookState, StoreError> {
+    text.and_then(WebhookState::parse)
+        .ok_or_else(|| StoreError::Corrupt(format!("webhook_state {text:?}")))
 }

@@ -336,6 +336,22 @@ pub trait JobStore: KeyStore + Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<OutputChunk>, StoreError>;
 
+    /// Up to `max` terminal jobs whose webhook is due, each locked for `lock_for` (other
+    /// processes skip it meanwhile) and its attempt counted.
+    async fn claim_webhooks(&self, lock_for: Duration, max: u32) -> Result<Vec<Job>, StoreError>;
+
+    /// Records that the job's webhook was delivered.
+    async fn webhook_delivered(&self, id: JobId) -> Result<(), StoreError>;
+
+    /// Records a failed delivery of the job's webhook: tried again at `retry_at`, or, with
+    /// `None`, given up on.
+    async fn webhook_failed(
+        &self,
+        id: JobId,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError>;
+
     /// Those of `ids` that have reached a terminal status.
     async fn terminal_among(&self, ids: &[JobId]) -> Result<Vec<JobId>, StoreError>;
 

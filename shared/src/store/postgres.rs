@@ -19,7 +19,7 @@ use super::{
 };
 use crate::job::{
     Cancelled, ClaimedJob, Enqueued, ErrorKind, Job, JobId, JobStatus, JobSummary, Lease, Limits,
-    ListQuery, NewJob, Outcome, OutputChunk, Usage,
+    ListQuery, NewJob, Outcome, OutputChunk, Usage, Webhook,
 };
 use crate::tenant::{ApiKey, HashedKey, KeyId, QuotaOverrides, Revoked, Tenant};
 
@@ -236,7 +236,21 @@ fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
         request_id: row.try_get("request_id")?,
         tenant: Tenant::from_stored(&row.try_get::<String, _>("owner")?),
         args: decode::result(row.try_get("args")?)?,
+        webhook: webhook_from_row(row)?,
     })
+}
+
+fn webhook_from_row(row: &PgRow) -> Result<Option<Webhook>, StoreError> {
+    let Some(url) = row.try_get::<Option<String>, _>("webhook_url")? else {
+        return Ok(None);
+    };
+    Ok(Some(Webhook {
+        url,
+        state: decode::webhook_state(row.try_get::<Option<&str>, _>("webhook_state")?)?,
+        attempts: to_u32(row.try_get("webhook_attempts")?),
+        last_error: row.try_get("webhook_last_error")?,
+        delivered_at: row.try_get("webhook_delivered_at")?,
+    }))
 }
 
 fn summary_from_row(row: &PgRow) -> Result<JobSummary, StoreError> {
@@ -340,8 +354,11 @@ impl JobStore for PgStore {
         let inserted: i64 = sqlx::query_scalar(
             "WITH inserted AS ( \
                  INSERT INTO jobs (id, status, script, timeout_ms, memory_mb, created_at, \
-                     attempt, idempotency_key, request_hash, request_id, owner, args) \
-                 VALUES ($1, 'queued', $2, $3, $4, $5, 0, $6, $7, $8, $10, $11) \
+                     attempt, idempotency_key, request_hash, request_id, owner, args, \
+                     webhook_url, webhook_state, webhook_next_at) \
+                 VALUES ($1, 'queued', $2, $3, $4, $5, 0, $6, $7, $8, $10, $11, $12::text, \
+                     CASE WHEN $12::text IS NULL THEN NULL ELSE 'pending' END, \
+                     CASE WHEN $12::text IS NULL THEN NULL ELSE $5 END) \
                  ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL \
                  DO NOTHING \
                  RETURNING id) \
@@ -358,6 +375,7 @@ impl JobStore for PgStore {
         .bind(QUEUED_CHANNEL)
         .bind(job.tenant.as_stored())
         .bind(job.args.as_deref())
+        .bind(job.webhook_url.as_deref())
         .fetch_one(&self.pool)
         .await?;
         match idempotency {
@@ -502,6 +520,57 @@ impl JobStore for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(decode::output_chunk).collect()
+    }
+
+    async fn claim_webhooks(&self, lock_for: Duration, max: u32) -> Result<Vec<Job>, StoreError> {
+        let now = Utc::now();
+        let rows = sqlx::query(
+            "UPDATE jobs SET webhook_locked_until = $1, webhook_attempts = webhook_attempts + 1 \
+             WHERE id IN (SELECT id FROM jobs \
+                 WHERE webhook_state = 'pending' AND webhook_next_at <= $2 \
+                 AND status NOT IN ('queued', 'running') \
+                 AND (webhook_locked_until IS NULL OR webhook_locked_until < $2) \
+                 ORDER BY webhook_next_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING *",
+        )
+        .bind(now + chrono::Duration::from_std(lock_for).unwrap_or(chrono::Duration::MAX))
+        .bind(now)
+        .bind(i64::from(max))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn webhook_delivered(&self, id: JobId) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET webhook_state = 'delivered', webhook_delivered_at = $1, \
+                 webhook_locked_until = NULL, webhook_last_error = NULL WHERE id = $2",
+        )
+        .bind(Utc::now())
+        .bind(id.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn webhook_failed(
+        &self,
+        id: JobId,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET \
+                 webhook_state = CASE WHEN $1::timestamptz IS NULL THEN 'failed' ELSE 'pending' END, \
+                 webhook_next_at = coalesce($1, webhook_next_at), webhook_locked_until = NULL, \
+                 webhook_last_error = $2 WHERE id = $3",
+        )
+        .bind(retry_at)
+        .bind(pg_text(error).as_ref())
+        .bind(id.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::job::{
     Cancelled, ClaimedJob, Enqueued, ErrorKind, Job, JobId, JobStatus, JobSummary, Lease, Limits,
-    ListQuery, NewJob, Outcome, OutputChunk, Usage,
+    ListQuery, NewJob, Outcome, OutputChunk, Usage, Webhook,
 };
 use crate::tenant::{ApiKey, HashedKey, KeyId, QuotaOverrides, Revoked, Tenant};
 
@@ -292,7 +292,22 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
         request_id: row.try_get("request_id")?,
         tenant: Tenant::from_stored(&row.try_get::<String, _>("owner")?),
         args: decode::result(row.try_get("args")?)?,
+        webhook: webhook_from_row(row)?,
     })
+}
+
+fn webhook_from_row(row: &SqliteRow) -> Result<Option<Webhook>, StoreError> {
+    let Some(url) = row.try_get::<Option<String>, _>("webhook_url")? else {
+        return Ok(None);
+    };
+    let attempts: i64 = row.try_get("webhook_attempts")?;
+    Ok(Some(Webhook {
+        url,
+        state: decode::webhook_state(row.try_get::<Option<&str>, _>("webhook_state")?)?,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        last_error: row.try_get("webhook_last_error")?,
+        delivered_at: parse_optional_timestamp(row, "webhook_delivered_at")?,
+    }))
 }
 
 fn summary_from_row(row: &SqliteRow) -> Result<JobSummary, StoreError> {
@@ -342,8 +357,11 @@ impl JobStore for SqliteStore {
         }
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, status, script, timeout_ms, memory_mb, created_at, attempt, \
-                 idempotency_key, request_hash, request_id, owner, args) \
-             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10) \
+                 idempotency_key, request_hash, request_id, owner, args, webhook_url, \
+                 webhook_state, webhook_next_at) \
+             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10, ?11, \
+                 CASE WHEN ?11 IS NULL THEN NULL ELSE 'pending' END, \
+                 CASE WHEN ?11 IS NULL THEN NULL ELSE ?5 END) \
              ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         )
         .bind(job.id.to_string())
@@ -356,6 +374,7 @@ impl JobStore for SqliteStore {
         .bind(job.request_id.as_deref())
         .bind(job.tenant.as_stored())
         .bind(job.args.as_deref())
+        .bind(job.webhook_url.as_deref())
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -488,6 +507,58 @@ impl JobStore for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(decode::output_chunk).collect()
+    }
+
+    async fn claim_webhooks(&self, lock_for: Duration, max: u32) -> Result<Vec<Job>, StoreError> {
+        let now = Utc::now();
+        let rows = sqlx::query(
+            "UPDATE jobs SET webhook_locked_until = ?1, webhook_attempts = webhook_attempts + 1 \
+             WHERE id IN (SELECT id FROM jobs \
+                 WHERE webhook_state = 'pending' AND webhook_next_at <= ?2 \
+                 AND status NOT IN ('queued', 'running') \
+                 AND (webhook_locked_until IS NULL OR webhook_locked_until < ?2) \
+                 ORDER BY webhook_next_at LIMIT ?3) \
+             RETURNING *",
+        )
+        .bind(timestamp(
+            now + chrono::Duration::from_std(lock_for).unwrap_or(chrono::Duration::MAX),
+        ))
+        .bind(timestamp(now))
+        .bind(i64::from(max))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn webhook_delivered(&self, id: JobId) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET webhook_state = 'delivered', webhook_delivered_at = ?1, \
+                 webhook_locked_until = NULL, webhook_last_error = NULL WHERE id = ?2",
+        )
+        .bind(timestamp(Utc::now()))
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn webhook_failed(
+        &self,
+        id: JobId,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET webhook_state = CASE WHEN ?1 IS NULL THEN 'failed' ELSE 'pending' END, \
+                 webhook_next_at = coalesce(?1, webhook_next_at), webhook_locked_until = NULL, \
+                 webhook_last_error = ?2 WHERE id = ?3",
+        )
+        .bind(retry_at.map(timestamp))
+        .bind(error)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {

@@ -32,6 +32,7 @@ fn new_job(script: &str) -> NewJob {
         request_id: None,
         tenant: Tenant::NONE,
         args: None,
+        webhook_url: None,
     }
 }
 

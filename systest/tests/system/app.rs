@@ -210,6 +210,14 @@ impl TestApp {
     }
 }
 
+/// A client for the apps under test. reqwest's TLS needs a crypto provider installed first,
+/// as the API installs one for its webhooks (plain HTTP is all the tests use).
+pub(crate) fn http_client() -> reqwest::Client {
+    #[allow(deprecated)] // ring's provider: see the API's webhooks module
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// Runs the `api` binary with `args` (a command such as `keys list`) against `database_url`.
 pub(crate) async fn api_command(database_url: &str, args: &[&str]) -> std::process::Output {
     service(&bin_dir().join("api"))
@@ -264,7 +272,7 @@ pub(crate) async fn spawn_app_with(options: Options) -> TestApp {
     let api = api.spawn().expect("start api");
     let mut app = TestApp {
         base: format!("http://127.0.0.1:{port}"),
-        client: reqwest::Client::new(),
+        client: http_client(),
         database_url,
         backend: options.backend,
         dir,

@@ -19,3 +19,4 @@ mod request_ids;
 mod scale;
 mod validate;
 mod warm;
+mod webhooks;

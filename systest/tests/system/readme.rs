@@ -91,9 +91,12 @@ pub(crate) fn help_settings(binary: &str) -> BTreeMap<String, Option<String>> {
         if option.trim_start().starts_with("-h, --help") {
             continue;
         }
-        let name = between(&option, "[env: ", '=').unwrap_or_else(|| {
-            panic!("{binary} option without an environment variable:\n{option}")
-        });
+        // `[env: NAME=]`, or `[env: NAME]` for settings whose values help never shows.
+        let name = between(&option, "[env: ", ']')
+            .and_then(|env| env.split('=').next().map(str::to_owned))
+            .unwrap_or_else(|| {
+                panic!("{binary} option without an environment variable:\n{option}")
+            });
         settings.insert(name, between(&option, "[default: ", ']'));
     }
     assert!(settings.len() >= 10, "{binary} --help: {settings:?}");
