@@ -618,7 +618,8 @@ impl JobStore for PgStore {
         // index seek per tenant), takes each one's oldest few, and ranks them by the tenant's
         // running jobs plus the job's place in its tenant's line: the least served tenant
         // first, tenants interleaved, none past its running quota (`cap`, 0 for none). Its
-        // cost grows with tenants, not queued jobs. FOR UPDATE SKIP LOCKED then locks the
+        // cost grows with tenants, not queued jobs (`tenants` is materialized so each tenant's
+        // running jobs are counted once, not once per candidate). FOR UPDATE SKIP LOCKED then locks the
         // picked rows, and concurrent claimers skip locked rows instead of waiting on them, so
         // each queued job goes to exactly one claimer; each tenant offers more candidates
         // than one claim takes, so claimers racing for one tenant's line still find work.
@@ -629,7 +630,7 @@ impl JobStore for PgStore {
                  SELECT (SELECT min(owner) FROM jobs \
                          WHERE status = 'queued' AND owner > owners.owner) \
                  FROM owners WHERE owners.owner IS NOT NULL), \
-             tenants AS ( \
+             tenants AS MATERIALIZED ( \
                  SELECT owner, \
                      (SELECT count(*) FROM jobs \
                       WHERE status = 'running' AND jobs.owner = owners.owner) AS running, \

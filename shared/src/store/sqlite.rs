@@ -615,30 +615,36 @@ impl JobStore for SqliteStore {
         // One statement: SQLite runs it under its single writer lock, so two workers can never
         // both move the same queued row to running. It walks the tenants with queued jobs
         // (a skip scan of jobs_queued_by_owner: one index seek per tenant), takes each one's
-        // oldest `max`, and ranks them by the tenant's running jobs plus the job's place in its
-        // tenant's line: the least served tenant first, tenants interleaved, none past its
-        // running quota (`cap`, 0 for none). Its cost grows with tenants, not queued jobs.
+        // oldest `max` (an index range up to its `max`-th oldest), and ranks them by the
+        // tenant's running jobs plus the job's place in its tenant's line: the least served
+        // tenant first, tenants interleaved, none past its running quota (`cap`, 0 for none).
+        // Its cost grows with tenants and `max`, not with queued jobs. SQLite's planner
+        // would pick the newest-first list indexes (or build one per statement) for these
+        // lookups, so the partial index of queued jobs is named.
         let rows = sqlx::query(
             "WITH RECURSIVE owners(owner) AS ( \
-                 SELECT min(owner) FROM jobs WHERE status = 'queued' \
+                 SELECT min(owner) FROM jobs INDEXED BY jobs_queued_by_owner WHERE status = 'queued' \
                  UNION ALL \
-                 SELECT (SELECT min(owner) FROM jobs \
+                 SELECT (SELECT min(owner) FROM jobs INDEXED BY jobs_queued_by_owner \
                          WHERE status = 'queued' AND owner > owners.owner) \
                  FROM owners WHERE owners.owner IS NOT NULL), \
-             tenants AS ( \
+             tenants AS MATERIALIZED ( \
                  SELECT owner, \
                      (SELECT count(*) FROM jobs \
                       WHERE status = 'running' AND jobs.owner = owners.owner) AS running, \
                      CASE WHEN owner = '' THEN 0 ELSE coalesce( \
                          (SELECT max_running FROM api_keys WHERE id = owners.owner), ?5) \
-                     END AS cap \
+                     END AS cap, \
+                     (SELECT created_at FROM jobs INDEXED BY jobs_queued_by_owner \
+                      WHERE status = 'queued' AND jobs.owner = owners.owner \
+                      ORDER BY created_at, id LIMIT 1 OFFSET ?4 - 1) AS last_at \
                  FROM owners WHERE owner IS NOT NULL), \
              candidates AS ( \
                  SELECT j.id, j.created_at, t.running, t.cap, \
                      row_number() OVER (PARTITION BY t.owner ORDER BY j.created_at, j.id) AS place \
-                 FROM tenants t JOIN jobs j ON j.id IN ( \
-                     SELECT id FROM jobs WHERE status = 'queued' AND owner = t.owner \
-                     ORDER BY created_at, id LIMIT ?4)) \
+                 FROM tenants t JOIN jobs j INDEXED BY jobs_queued_by_owner \
+                     ON j.owner = t.owner AND j.status = 'queued' \
+                     AND j.created_at <= coalesce(t.last_at, '9999')) \
              UPDATE jobs SET status = 'running', worker_id = ?1, attempt = attempt + 1, \
                  started_at = ?2, lease_expires_at = ?3 \
              WHERE id IN (SELECT id FROM candidates \
