@@ -583,7 +583,7 @@ impl JobStore for PgStore {
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<JobSummary>, StoreError> {
         // Only the filters asked for, so each shape gets a plan that walks its index
-        // (jobs_newest_first, jobs_by_status_newest_first, or the per-owner ones) from the
+        // (jobs_newest_first, jobs_by_status_newest_first, or jobs_by_owner_newest_first) from the
         // cursor: no OFFSET, no scan of earlier pages.
         let mut sql = QueryBuilder::<Postgres>::new(concat!(list_sql!(), "WHERE TRUE"));
         if let Some(tenant) = query.tenant {

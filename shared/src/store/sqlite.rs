@@ -571,7 +571,7 @@ impl JobStore for SqliteStore {
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<JobSummary>, StoreError> {
         // Only the filters asked for, so each shape walks its index (jobs_newest_first,
-        // jobs_by_status_newest_first, or the per-owner ones) from the cursor: no OFFSET, no
+        // jobs_by_status_newest_first, or jobs_by_owner_newest_first) from the cursor: no OFFSET, no
         // scan of earlier pages.
         let mut sql = QueryBuilder::<Sqlite>::new(concat!(list_sql!(), "WHERE 1 = 1"));
         if let Some(tenant) = query.tenant {
