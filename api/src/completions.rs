@@ -39,6 +39,11 @@ impl Completions {
         self.lock().clear();
     }
 
+    /// Whether [`Completions::stop`] was called: the server is shutting down.
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Vec<oneshot::Sender<()>>>> {
         self.waiting
             .lock()

@@ -130,6 +130,11 @@ impl Follow {
         let job = match job {
             Some(job) => job,
             None => {
+                // A stopping server ends its streams; clients resume elsewhere with
+                // Last-Event-ID.
+                if self.state.completions.stopped() {
+                    return (Vec::new(), true);
+                }
                 self.wait().await;
                 match self.state.store.get(self.id).await {
                     Ok(Some(job)) => job,

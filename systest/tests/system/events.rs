@@ -182,3 +182,35 @@ async fn following_an_unknown_or_malformed_job_is_an_error() {
     let (status, _) = app.get("/jobs/nope/events").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_stopping_api_ends_its_streams_at_once() {
+    let mut app = spawn_app().await;
+    let script = "import time\n\ndef main():\n    time.sleep(20)\n";
+    let (_, body) = app.submit(json!({ "script": script, "timeout": 30 })).await;
+    let id = body["id"].as_str().expect("id").to_owned();
+    let response = app
+        .client
+        .get(format!("{}/jobs/{id}/events", app.base))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(response.status(), StatusCode::OK);
+    let reading = tokio::spawn(async move { response.text().await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let exit = app.terminate_api().await;
+    assert!(exit.success(), "{exit:?}");
+    let text = tokio::time::timeout(Duration::from_secs(5), reading)
+        .await
+        .expect("the stream ended")
+        .expect("joined");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    let text = text.unwrap_or_default();
+    assert!(text.contains("\"queued\""), "{text}");
+    assert!(!text.contains("succeeded"), "{text}");
+}
