@@ -351,21 +351,6 @@ mod tests {
             Err(ApiError::TooLarge { what: "script", .. })
         ));
     }
-}
-
-#[cfg(test)]
-mod args_tests {
-    use super::*;
-
-    const LIMITS: RequestLimits = RequestLimits {
-        max_script_bytes: 1000,
-        default_timeout_secs: 10.0,
-        max_timeout_secs: 60.0,
-        default_memory_mb: 256,
-        min_memory_mb: 32,
-        max_memory_mb: 1024,
-        max_args_bytes: 100,
-    };
 
     #[test]
     fn args_keep_their_text_exactly_and_list_their_names() {

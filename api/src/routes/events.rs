@@ -64,15 +64,9 @@ pub(super) async fn events(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let job_id: JobId = id.parse().map_err(|_| ApiError::InvalidJobId(id.clone()))?;
     let after = last_event_id(&headers)?;
-    let job = state
-        .store
-        .get(job_id)
-        .await?
-        .filter(|job| caller.sees(job.tenant))
-        .ok_or(ApiError::JobNotFound(id))?;
-    let follow = Follow::new(state, job_id, after);
+    let job = super::jobs::visible_job(&state, &caller, &id).await?;
+    let follow = Follow::new(state, job.id, after);
     let stream = stream::unfold(Some((follow, Some(job))), |state| async move {
         let (mut follow, first) = state?;
         let (events, done) = follow.next(first).await;

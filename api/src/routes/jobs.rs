@@ -207,7 +207,11 @@ pub(super) async fn delete_job(
 
 /// The job with this id, if the caller may see it: another tenant's job is not found, as if
 /// it did not exist.
-async fn visible_job(state: &AppState, caller: &Caller, id: &str) -> Result<Job, ApiError> {
+pub(super) async fn visible_job(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Job, ApiError> {
     let job_id: JobId = id
         .parse()
         .map_err(|_| ApiError::InvalidJobId(id.to_owned()))?;

@@ -455,15 +455,6 @@ impl JobStore for PgStore {
         batch: u32,
     ) -> Result<u64, StoreError> {
         // Small batches keep each delete's locks and WAL short next to live traffic.
-        sqlx::query(
-            "DELETE FROM job_output WHERE job_id IN ( \
-                 SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1 \
-                 AND status NOT IN ('queued', 'running') LIMIT $2)",
-        )
-        .bind(cutoff)
-        .bind(i64::from(batch))
-        .execute(&self.pool)
-        .await?;
         let deleted = sqlx::query(
             "DELETE FROM jobs WHERE id IN ( \
                  SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1 \

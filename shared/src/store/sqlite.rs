@@ -452,15 +452,6 @@ impl JobStore for SqliteStore {
         cutoff: DateTime<Utc>,
         batch: u32,
     ) -> Result<u64, StoreError> {
-        sqlx::query(
-            "DELETE FROM job_output WHERE job_id IN ( \
-                 SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1 \
-                 AND status NOT IN ('queued', 'running') LIMIT ?2)",
-        )
-        .bind(timestamp(cutoff))
-        .bind(i64::from(batch))
-        .execute(&self.pool)
-        .await?;
         let deleted = sqlx::query(
             "DELETE FROM jobs WHERE id IN ( \
                  SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1 \

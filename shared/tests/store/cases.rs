@@ -517,6 +517,15 @@ pub(crate) async fn retention_deletes_only_old_finished_jobs(f: &Fixture) {
     let ids = enqueue_n(f.store.as_ref(), 4).await;
     let claimed = f.store.claim("w", 3, LEASE).await.expect("claim");
     for job in &claimed[..2] {
+        let printed = OutputChunk {
+            seq: 1,
+            stream: OutputStream::Stdout,
+            text: "live\n".to_owned(),
+        };
+        f.store
+            .append_output(job.lease.job_id, &[printed])
+            .await
+            .expect("append");
         f.store
             .finish(&job.lease, &success("1"))
             .await
@@ -552,6 +561,14 @@ pub(crate) async fn retention_deletes_only_old_finished_jobs(f: &Fixture) {
         0
     );
     assert!(f.store.get(ids[0]).await.expect("get").is_none());
+    assert!(
+        f.store
+            .output_after(ids[0], 0, 10)
+            .await
+            .expect("read")
+            .is_empty(),
+        "a deleted job's output goes with it"
+    );
     assert!(
         f.store.get(ids[2]).await.expect("get").is_some(),
         "running job kept"
